@@ -1,0 +1,1 @@
+"""The synthetic demo world: ground truth first, images second."""

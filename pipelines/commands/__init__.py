@@ -1,0 +1,1 @@
+"""CLI sub-commands, one module per area; each registers on :data:`terracorpus.pipelines.cli.main`."""

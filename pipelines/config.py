@@ -1,0 +1,184 @@
+"""The run config: read from YAML or TOML, validated once, here.
+
+Each section is a pydantic model with ``extra="forbid"``, so a misspelt key is named with
+the keys that are allowed. Inside the project, stages take the validated, frozen sections
+(or plain dataclasses made from them); nothing reads raw dicts after this boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from terracorpus.pipelines.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiConfig(_Section):
+    """One STAC API and the collections to search in it."""
+
+    url: str = Field(description="STAC API root URL, e.g. http://127.0.0.1:8089")
+    collections: list[str] = Field(min_length=1)
+
+
+class SearchConfig(_Section):
+    """Where, when and what to search."""
+
+    apis: list[ApiConfig] = Field(default_factory=list)
+    bbox: tuple[float, float, float, float] | None = Field(
+        default=None, description="lon/lat (west, south, east, north)"
+    )
+    geojson: str | None = Field(default=None, description="path to a GeoJSON area")
+    start: date | None = None
+    end: date | None = None
+    max_cloud_cover: float = Field(default=80.0, ge=0, le=100)
+    tile_degrees: float = Field(default=1.0, gt=0, description="large areas split into tiles")
+    page_size: int = Field(default=100, ge=1, le=10000)
+    timeout_s: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=4, ge=0)
+    sensor_files: list[str] = Field(default_factory=list, description="extra sensors YAML/TOML")
+
+
+class GroupConfig(_Section):
+    """Image-group geometry and diversity rules."""
+
+    chip_size_m: float = Field(default=960.0, gt=0, description="ground size of a chip footprint")
+    anchor_sensor: str | None = Field(default=None, description="default: finest-GSD sensor")
+    min_coverage: float = Field(default=0.95, gt=0, le=1)
+    max_cloud_cover: float = Field(default=60.0, ge=0, le=100)
+    max_members_per_sensor: int = Field(default=3, ge=1)
+    max_members: int = Field(default=8, ge=1)
+    min_sensors: int = Field(default=2, ge=1)
+
+
+class DescribeConfig(_Section):
+    """What to compute per chip and how to read it."""
+
+    descriptor_size: int = Field(default=32, ge=4, description="pixels per side read for descriptors")
+    full_resolution: bool = False
+    batch_size: int = Field(default=64, ge=1, description="chips per Dask task (one scene each)")
+
+
+class DedupConfig(_Section):
+    """Hierarchical affinity propagation and the selection policy."""
+
+    partition_size: int = Field(default=2000, ge=50)
+    partitioning: Literal["spatial", "random"] = "spatial"
+    damping: float = Field(default=0.8, ge=0.5, lt=1.0)
+    max_iter: int = Field(default=500, ge=10)
+    convergence_iter: int = Field(default=30, ge=2)
+    preference_quantile: float = Field(default=0.5, ge=0, le=1)
+    descriptor_weights: dict[str, float] = Field(default_factory=dict)
+    duplicate_radius: float = Field(default=0.5, ge=0)
+    max_nodata: float = Field(default=0.2, ge=0, le=1)
+    max_cloud: float = Field(default=0.4, ge=0, le=1)
+    min_information: float = Field(default=0.05, ge=0)
+    quota: Literal["sqrt", "log", "equal", "all"] = "sqrt"
+    target_groups: int | None = Field(default=None, ge=1)
+    seed: int = 0
+
+
+class CorpusConfig(_Section):
+    """How the corpus is laid out and where it goes."""
+
+    shard_mb: float = Field(default=64.0, gt=0)
+    codec: Literal["zstd", "blosc-lz4", "blosc-zstd", "none"] = "zstd"
+    codec_level: int = Field(default=3, ge=0, le=22)
+    val_fraction: float = Field(default=0.1, ge=0, lt=1)
+
+
+class DaskConfig(_Section):
+    """Where the pixel-touching stages run."""
+
+    scheduler: str | None = Field(default=None, description="tcp://host:port of an existing cluster")
+    workers: int = Field(default=2, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    memory_limit: str = "4GiB"
+
+
+class RunConfig(_Section):
+    """A whole curation run."""
+
+    run_dir: str = "run"
+    strict: bool = False
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    group: GroupConfig = Field(default_factory=GroupConfig)
+    describe: DescribeConfig = Field(default_factory=DescribeConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    dask: DaskConfig = Field(default_factory=DaskConfig)
+
+    @field_validator("run_dir")
+    @classmethod
+    def _run_dir_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of the settings that shape artifacts."""
+        data = self.model_dump(mode="json", exclude={"run_dir", "strict", "dask"})
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _format_error(e: ValidationError, source: str) -> str:
+    lines = [f"invalid run config {source}:"]
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+            allowed = _allowed_keys(err["loc"][:-1])
+            if allowed:
+                msg += f"; allowed keys here: {', '.join(allowed)}"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = RunConfig
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        model = field.annotation
+        if not issubclass(model, BaseModel):
+            return []
+    return sorted(model.model_fields)
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Validate a config mapping; errors name the bad key and what is allowed."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"run config {source} must be a mapping at the top level")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML (.yaml/.yml) or TOML (.toml) run config."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"run config {p} does not exist; write one with `terracorpus config init`") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read run config {p}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"run config {p} is not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {e}") from None
+    return parse_config(data or {}, str(p))
