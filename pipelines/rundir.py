@@ -1,0 +1,231 @@
+"""The run directory: where every stage reads and writes its artifacts.
+
+Artifacts are written atomically (a temporary file, then a rename), and each carries the
+config hash and stage that made it in its Parquet metadata, so a stage can tell a complete,
+current artifact from a stale or partial one, and refuses to mix artifacts of different
+configs unless told to. Failures of single scenes or chips go to one failure table that every
+stage grows; per-stage scratch directories hold per-batch outputs for resumable stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from terracorpus.pipelines.config import RunConfig
+from terracorpus.pipelines.errors import RunDirError, StageError
+
+META_KEY = b"terracorpus"
+FAILURES = "failures.parquet"
+TIMINGS = "timings.json"
+CONFIG_FILE = "run-config.json"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One thing that failed without stopping the run: a scene, a chip, a group."""
+
+    stage: str
+    kind: str
+    key: str
+    reason: str
+    detail: str = ""
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+class RunDir:
+    """A run directory bound to one run config.
+
+    Args:
+        root: the directory (created if missing).
+        config: the run config; its hash is stamped into every artifact.
+        allow_mixed: read artifacts made with another config instead of refusing.
+    """
+
+    def __init__(self, root: str | Path, config: RunConfig, *, allow_mixed: bool = False) -> None:
+        self.root = Path(root)
+        self.config = config
+        self.config_hash = config.config_hash()
+        self.allow_mixed = allow_mixed
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise RunDirError(f"run directory {self.root} is not writable: {e.strerror}") from None
+        self._check_config_file()
+
+    # -- paths ---------------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def scratch(self, stage: str) -> Path:
+        """A per-stage directory for partial (per-batch) outputs; kept for resume."""
+        p = self.root / "_scratch" / stage
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def clear_scratch(self, stage: str) -> None:
+        shutil.rmtree(self.root / "_scratch" / stage, ignore_errors=True)
+
+    # -- config ---------------------------------------------------------------------------
+    def _check_config_file(self) -> None:
+        f = self.root / CONFIG_FILE
+        if f.exists():
+            stored = json.loads(f.read_text())
+            if stored.get("config_hash") != self.config_hash and not self.allow_mixed:
+                raise RunDirError(
+                    f"run directory {self.root} was made with another config "
+                    f"(hash {stored.get('config_hash', '?')[:12]}, this one {self.config_hash[:12]}); "
+                    "use a new run directory, or pass --allow-mixed to reuse its artifacts"
+                )
+        write_json_atomic(
+            f,
+            {
+                "config_hash": self.config_hash,
+                "config": self.config.model_dump(mode="json"),
+            },
+        )
+
+    # -- tables ---------------------------------------------------------------------------
+    def write_table(self, name: str, frame: pd.DataFrame, stage: str, **extra_meta: Any) -> Path:
+        """Write ``frame`` as Parquet (GeoParquet for GeoDataFrames), atomically, stamped."""
+        meta = {"stage": stage, "config_hash": self.config_hash, "complete": True, **extra_meta}
+        meta["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+        target = self.path(name)
+        write_parquet_atomic(target, frame, meta)
+        return target
+
+    def table_meta(self, name: str) -> dict[str, Any] | None:
+        """The terracorpus metadata of an artifact, or None if it is absent or unstamped."""
+        p = self.path(name)
+        if not p.exists():
+            return None
+        try:
+            md = pq.read_schema(p).metadata or {}
+        except (OSError, pa.ArrowInvalid):
+            return None
+        raw = md.get(META_KEY)
+        return json.loads(raw) if raw else None
+
+    def is_current(self, name: str) -> bool:
+        """True if the artifact exists, is complete and was made with this config."""
+        meta = self.table_meta(name)
+        return bool(meta and meta.get("complete") and meta.get("config_hash") == self.config_hash)
+
+    def read_table(self, name: str, *, needed_by: str) -> pd.DataFrame:
+        """Read an artifact, refusing a missing one or one made with another config."""
+        p = self.path(name)
+        if not p.exists():
+            raise StageError(
+                f"{needed_by} needs {p}, which does not exist; run the stage that makes it first"
+            )
+        meta = self.table_meta(name)
+        if meta is None:
+            raise StageError(f"{p} is not a terracorpus artifact (no metadata); remove it and rerun")
+        if meta.get("config_hash") != self.config_hash and not self.allow_mixed:
+            raise RunDirError(
+                f"{p} was made with another config (stage {meta.get('stage')}); rerun that "
+                "stage, or pass --allow-mixed"
+            )
+        return read_parquet(p)
+
+    # -- failures -------------------------------------------------------------------------
+    def record_failures(self, failures: Sequence[Failure]) -> None:
+        """Append failures to the run's failure table (atomic rewrite)."""
+        if not failures:
+            return
+        new = pd.DataFrame([asdict(f) for f in failures])
+        old = self.failures()
+        table = pd.concat([old, new], ignore_index=True) if len(old) else new
+        write_parquet_atomic(self.path(FAILURES), table, {"stage": "failures"})
+
+    def failures(self, stage: str | None = None) -> pd.DataFrame:
+        p = self.path(FAILURES)
+        if not p.exists():
+            cols = [f for f in Failure.__dataclass_fields__]
+            return pd.DataFrame(columns=cols)
+        df = pd.read_parquet(p)
+        return df[df["stage"] == stage] if stage else df
+
+    def clear_failures(self, stage: str) -> None:
+        """Forget a stage's failures before it is rerun from scratch."""
+        df = self.failures()
+        if len(df) and (df["stage"] == stage).any():
+            write_parquet_atomic(self.path(FAILURES), df[df["stage"] != stage], {"stage": "failures"})
+
+    # -- timings --------------------------------------------------------------------------
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Record the wall time of a stage in timings.json."""
+        t0 = time.perf_counter()
+        yield
+        self.record_timing(stage, time.perf_counter() - t0)
+
+    def record_timing(self, stage: str, seconds: float) -> None:
+        f = self.path(TIMINGS)
+        data = json.loads(f.read_text()) if f.exists() else {}
+        data[stage] = round(seconds, 3)
+        write_json_atomic(f, data)
+
+    def timings(self) -> dict[str, float]:
+        f = self.path(TIMINGS)
+        return dict(json.loads(f.read_text())) if f.exists() else {}
+
+
+# -- atomic file helpers (also used by stages for per-batch outputs) ----------------------
+def _tmp_beside(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_parquet_atomic(target: Path, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Write a (Geo)DataFrame to ``target`` via a temporary file and a rename."""
+    tmp = _tmp_beside(target)
+    try:
+        frame.to_parquet(tmp, index=False)  # GeoDataFrames write GeoParquet metadata
+        table = pq.read_table(tmp)
+        merged = dict(table.schema.metadata or {})
+        merged[META_KEY] = json.dumps(meta, default=str).encode()
+        pq.write_table(table.replace_schema_metadata(merged), tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(target: Path, data: Any) -> None:
+    tmp = _tmp_beside(target)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """Read Parquet as a GeoDataFrame when it carries GeoParquet metadata, else a DataFrame."""
+    md = pq.read_schema(path).metadata or {}
+    if b"geo" in md:
+        import geopandas as gpd
+
+        return gpd.read_parquet(path)
+    return pd.read_parquet(path)

@@ -1,0 +1,1 @@
+"""Stages: thin functions that read artifacts, call curation logic, and write artifacts."""
