@@ -1,0 +1,38 @@
+"""`report` and `demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from terracorpus.pipelines.demo import PRESETS, run_demo
+from terracorpus.pipelines.report import write_report
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: RUN_DIR/report.html.")
+def report_cmd(run_dir: Path, out: Path | None) -> None:
+    """Write a self-contained HTML report of a curation run."""
+    path = write_report(run_dir, out)
+    click.echo(f"report: {path}")
+
+
+@click.command("demo")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-run"), show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo_cmd(preset: str, out: Path, seed: int) -> None:
+    """Build the demo world, serve it, curate it, pre-train and probe, and report."""
+    result = run_demo(out, preset, seed, echo=click.echo)
+    click.echo("\nterracorpus demo finished. Where everything is:")
+    width = max(len(k) for k in result.paths)
+    for name, path in result.paths.items():
+        click.echo(f"  {name:<{width}}  {path}")
+    if result.probe:
+        click.echo("  probe: " + ", ".join(f"{k}={v}" for k, v in result.probe.items() if not isinstance(v, (dict, list))))
+    click.echo("  timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items()))
+
+
+COMMANDS = [report_cmd, demo_cmd]

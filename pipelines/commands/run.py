@@ -1,0 +1,93 @@
+"""`config init`, `config check` and `curate`: the whole curation as one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from terracorpus.pipelines.config import RunConfig, load_config
+from terracorpus.pipelines.configdoc import example_config
+from terracorpus.pipelines.curate import STAGE_NAMES, curate
+
+
+@click.group("config")
+def config_group() -> None:
+    """Write or check a run config."""
+
+
+@config_group.command("init")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def config_init(path: Path, force: bool) -> None:
+    """Write a commented example run config to PATH."""
+    if path.exists() and not force:
+        raise click.ClickException(f"{path} exists; pass --force to overwrite it")
+    path.write_text(example_config())
+    click.echo(f"wrote {path}; edit search.apis and the area, then `terracorpus config check {path}`")
+
+
+@config_group.command("check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def config_check(path: Path) -> None:
+    """Validate a run config without running anything."""
+    cfg = load_config(path)
+    apis = ", ".join(a.url for a in cfg.search.apis) or "none yet"
+    click.echo(f"{path}: valid (config hash {cfg.config_hash()[:12]}; APIs: {apis}; run dir {cfg.run_dir})")
+
+
+def with_overrides(
+    cfg: RunConfig,
+    *,
+    run_dir: str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    strict: bool | None = None,
+) -> RunConfig:
+    """The config with command-line overrides applied (None leaves a setting as it is)."""
+    dask = cfg.dask.model_copy(
+        update={k: v for k, v in {"scheduler": scheduler, "workers": workers}.items() if v is not None}
+    )
+    top = {"dask": dask}
+    if run_dir is not None:
+        top["run_dir"] = run_dir  # type: ignore[assignment]
+    if strict:
+        top["strict"] = True  # type: ignore[assignment]
+    return cfg.model_copy(update=top)
+
+
+@click.command("curate")
+@click.argument("config_path", metavar="RUN_CONFIG", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run-dir", help="Run directory (default: the config's run_dir).")
+@click.option("--scheduler", help="Address of an existing Dask scheduler, tcp://host:port.")
+@click.option("--workers", type=int, help="Worker processes of the local Dask cluster.")
+@click.option("--strict", is_flag=True, help="Stop at the first failed scene or chip.")
+@click.option("--until", type=click.Choice(STAGE_NAMES), help="Stop after this stage.")
+@click.option("--force", multiple=True, type=click.Choice(STAGE_NAMES), help="Rerun this stage (and the ones after it).")
+@click.option("--allow-mixed", is_flag=True, help="Accept artifacts made with another config.")
+def curate_cmd(
+    config_path: Path,
+    run_dir: str | None,
+    scheduler: str | None,
+    workers: int | None,
+    strict: bool,
+    until: str | None,
+    force: tuple[str, ...],
+    allow_mixed: bool,
+) -> None:
+    """Run search → group → describe → dedup → materialize into one run directory.
+
+    Stages whose outputs are complete and current are skipped; an interrupted stage resumes.
+    """
+    cfg = with_overrides(
+        load_config(config_path), run_dir=run_dir, scheduler=scheduler, workers=workers, strict=strict
+    )
+    result = curate(cfg, force=force, until=until, allow_mixed=allow_mixed, echo=click.echo)
+    ran = [s.name for s in result.stages if s.status == "ran"]
+    click.echo(
+        f"curate: {result.run_dir} ({len(ran)} stage(s) ran, {result.failures} failure(s) "
+        f"recorded in {Path(result.run_dir) / 'failures.parquet'})"
+    )
+
+
+COMMANDS = [config_group, curate_cmd]

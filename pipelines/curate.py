@@ -1,0 +1,167 @@
+"""`curate`: search → group → describe → dedup → materialize in one run directory.
+
+Each stage reads and writes artifacts in the run directory. A stage whose outputs are complete
+and were made with this config is skipped; an interrupted stage resumes (describe and
+materialize keep per-batch outputs); one Dask client serves every stage that touches pixels.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from terracorpus.pipelines.cluster import dask_client
+from terracorpus.pipelines.config import RunConfig
+from terracorpus.pipelines.errors import StageError
+from terracorpus.pipelines.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the curation: where its code is and what it writes."""
+
+    name: str
+    outputs: tuple[str, ...]
+    target: str  # "module:function"; function(config, run[, client]) -> summary
+    needs_client: bool = False
+
+    def load(self) -> Callable[..., Any]:
+        module, func = self.target.split(":")
+        fn: Callable[..., Any] = getattr(importlib.import_module(module), func)
+        return fn
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("search", ("scenes.parquet",), "terracorpus.pipelines.stages.search:run_search"),
+    Stage("group", ("groups.parquet",), "terracorpus.pipelines.stages.group:run_group"),
+    Stage(
+        "describe",
+        ("chips.parquet",),
+        "terracorpus.pipelines.stages.describe:run_describe",
+        needs_client=True,
+    ),
+    Stage(
+        "dedup",
+        ("selection.parquet",),
+        "terracorpus.pipelines.stages.dedup:run_dedup",
+        needs_client=True,
+    ),
+    Stage(
+        "materialize",
+        ("corpus.zarr", "manifest.parquet", "collection.json"),
+        "terracorpus.pipelines.stages.materialize:run_materialize",
+        needs_client=True,
+    ),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # "ran" | "skipped"
+    seconds: float
+    summary: Any = None
+
+
+@dataclass
+class CurateResult:
+    run_dir: str
+    stages: list[StageOutcome] = field(default_factory=list)
+    failures: int = 0
+
+
+def output_is_current(run: RunDir, name: str) -> bool:
+    """True if an artifact exists, is complete and was made with the run's config."""
+    if name.endswith(".parquet"):
+        return run.is_current(name)
+    path = run.path(name)
+    if name.endswith(".zarr"):
+        meta_file = path / "zarr.json"
+        if not meta_file.exists():
+            return False
+        attrs = json.loads(meta_file.read_text()).get("attributes", {}).get("terracorpus", {})
+        return bool(attrs.get("complete")) and attrs.get("config_hash") == run.config_hash
+    return path.exists()
+
+
+def stage_is_current(run: RunDir, stage: Stage) -> bool:
+    return all(output_is_current(run, out) for out in stage.outputs)
+
+
+@contextmanager
+def _run_log(run: RunDir) -> Iterator[None]:
+    """Also log to the run directory, so a week-long run leaves its story behind."""
+    handler = logging.FileHandler(run.path("curate.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("terracorpus")
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(min(old_level or logging.INFO, logging.INFO))
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+def _check_names(names: Sequence[str]) -> None:
+    unknown = [n for n in names if n not in STAGE_NAMES]
+    if unknown:
+        raise StageError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGE_NAMES)}")
+
+
+def curate(
+    config: RunConfig,
+    *,
+    force: Sequence[str] = (),
+    until: str | None = None,
+    allow_mixed: bool = False,
+    echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> CurateResult:
+    """Run the curation stages in ``config.run_dir``, skipping those already current.
+
+    Args:
+        config: the validated run config (its ``dask`` section says where stages run).
+        force: stage names to rerun even if their outputs are current.
+        until: stop after this stage.
+        allow_mixed: accept artifacts made with another config.
+        echo: where one-line stage reports go.
+    """
+    _check_names([*force, *([until] if until else [])])
+    run = RunDir(config.run_dir, config, allow_mixed=allow_mixed)
+    result = CurateResult(run_dir=str(run.root))
+    todo = list(STAGES[: STAGE_NAMES.index(until) + 1] if until else STAGES)
+    rerun_rest = False  # once a stage ran, its successors' outputs are stale
+    with _run_log(run), ExitStack() as stack:
+        client = None
+        for stage in todo:
+            forced = rerun_rest or stage.name in force
+            if not forced and stage_is_current(run, stage):
+                echo(f"[{stage.name}] up to date ({', '.join(stage.outputs)}); skipped")
+                result.stages.append(StageOutcome(stage.name, "skipped", 0.0))
+                continue
+            fn = stage.load()
+            if stage.needs_client and client is None:
+                client = stack.enter_context(dask_client(config.dask))
+            echo(f"[{stage.name}] running")
+            t0 = time.perf_counter()
+            summary = fn(config, run, client) if stage.needs_client else fn(config, run)
+            seconds = time.perf_counter() - t0
+            run.record_timing(stage.name, seconds)
+            log.info("stage %s finished in %.1f s: %s", stage.name, seconds, summary)
+            echo(f"[{stage.name}] done in {seconds:.1f} s" + (f": {summary}" if summary else ""))
+            result.stages.append(StageOutcome(stage.name, "ran", seconds, summary))
+            rerun_rest = True
+    result.failures = len(run.failures())
+    return result

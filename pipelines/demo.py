@@ -1,0 +1,151 @@
+"""`terracorpus demo`: the whole mission on the embedded demo world.
+
+Builds the synthetic world, serves it through a real local STAC API, curates it into a corpus
+on a LocalCluster, pre-trains a `tiny` A²-MAE on CPU, probes the encoder, and writes the
+report. Training and probing run as `terracorpus train` / `terracorpus probe` sub-processes:
+`pipelines` does not import `training` (DESIGN.md's module map), and a separate process keeps
+torch's threads out of the Dask client's way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from terracorpus.pipelines.config import RunConfig, parse_config
+from terracorpus.pipelines.curate import curate
+from terracorpus.pipelines.errors import PipelineError, StageError
+from terracorpus.pipelines.report import write_report
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """How big the demo is: the world preset, group geometry, and the training budget."""
+
+    world: str
+    chip_size_m: float
+    train_steps: int
+    train_minutes: float
+    workers: int = 2
+
+
+PRESETS: dict[str, DemoPreset] = {
+    "tiny": DemoPreset(world="tiny", chip_size_m=480.0, train_steps=60, train_minutes=1.5),
+    "small": DemoPreset(world="small", chip_size_m=960.0, train_steps=600, train_minutes=5.0),
+}
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    probe: dict[str, Any] = field(default_factory=dict)
+
+
+def demo_run_config(world: Any, api_url: str, run_dir: Path, preset: DemoPreset) -> RunConfig:
+    """The run config the demo curates with: the whole world, through the local API."""
+    return parse_config(
+        {
+            "run_dir": str(run_dir),
+            "search": {
+                "apis": [{"url": api_url, "collections": list(world.collections)}],
+                "bbox": list(world.bbox),
+                "start": str(world.start),
+                "end": str(world.end),
+                "tile_degrees": 5.0,
+                "page_size": 50,
+            },
+            "group": {"chip_size_m": preset.chip_size_m},
+            "dask": {"workers": preset.workers},
+        },
+        source="the demo",
+    )
+
+
+def _subcommand(args: list[str], log_path: Path, echo: Callable[[str], None]) -> None:
+    """Run `terracorpus ARGS` in a sub-process, teeing its output to a log file."""
+    cmd = [sys.executable, "-m", "terracorpus.pipelines.cli", *args]
+    echo("$ terracorpus " + " ".join(args))
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            echo("  " + line.rstrip())
+        code = proc.wait()
+    if code != 0:
+        raise StageError(f"`terracorpus {args[0]}` failed (exit {code}); its log is {log_path}")
+
+
+def run_demo(out: Path, preset_name: str = "small", seed: int = 0, echo: Callable[[str], None] = print) -> DemoResult:
+    """Run the whole mission into ``out`` and return where everything is."""
+    try:
+        preset = PRESETS[preset_name]
+    except KeyError:
+        raise PipelineError(f"unknown demo preset {preset_name!r}; choose one of {sorted(PRESETS)}") from None
+    from terracorpus.catalogs.server import StacServer
+    from terracorpus.catalogs.world import create_world
+
+    out.mkdir(parents=True, exist_ok=True)
+    result = DemoResult(out=out)
+    t = time.perf_counter()
+
+    echo(f"[world] building the {preset.world!r} demo world (seed {seed})")
+    world = create_world(out / "world", preset=preset.world, seed=seed)
+    result.timings["world"] = time.perf_counter() - t
+    echo(f"[world] {sum(world.n_items.values())} STAC items in {world.out}")
+
+    run_dir = out / "run"
+    with StacServer([world.out], host="127.0.0.1") as server:
+        echo(f"[catalog] STAC API serving the world at {server.url}")
+        cfg = demo_run_config(world, server.url, run_dir, preset)
+        (out / "run.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        t = time.perf_counter()
+        curate(cfg, echo=echo)
+        result.timings["curate"] = time.perf_counter() - t
+
+    train_dir = out / "train"
+    train_cfg = out / "train.yaml"
+    train_cfg.write_text(
+        yaml.safe_dump({"max_steps": preset.train_steps, "max_minutes": preset.train_minutes, "seed": seed})
+    )
+    t = time.perf_counter()
+    _subcommand(
+        ["train", "--corpus", str(run_dir), "--config", str(train_cfg), "--model", "tiny", "--out", str(train_dir), "--overwrite"],
+        out / "train.log",
+        echo,
+    )
+    result.timings["train"] = time.perf_counter() - t
+    t = time.perf_counter()
+    probe_json = out / "probe.json"
+    _subcommand(
+        ["probe", "--encoder", str(train_dir / "encoder"), "--corpus", str(run_dir), "--json", str(probe_json)],
+        out / "probe.log",
+        echo,
+    )
+    result.timings["probe"] = time.perf_counter() - t
+    result.probe = json.loads(probe_json.read_text())
+
+    report = write_report(run_dir)
+    result.paths = {
+        "world": world.out,
+        "run directory": run_dir,
+        "corpus": run_dir / "corpus.zarr",
+        "manifest": run_dir / "manifest.parquet",
+        "STAC collection of the corpus": run_dir / "collection.json",
+        "checkpoints": train_dir,
+        "encoder": train_dir / "encoder",
+        "probe scores": probe_json,
+        "report": report,
+    }
+    return result
