@@ -9,7 +9,14 @@ from terracorpus.catalogs.errors import (
     WorldError,
 )
 from terracorpus.catalogs.scene import AssetRef, Grid, SceneRecord
-from terracorpus.catalogs.sensors import Band, QASpec, Sensor, SensorRegistry, builtin_registry, load_registry
+from terracorpus.catalogs.sensors import (
+    Band,
+    QASpec,
+    Sensor,
+    SensorRegistry,
+    builtin_registry,
+    load_registry,
+)
 
 __all__ = [
     "AssetRef",

@@ -83,7 +83,9 @@ class SceneRecord:
         for g, grid in self.grids:
             if abs(g - want) < 1e-6:
                 return grid
-        raise KeyError(f"scene {self.id} has no grid at {want} m; it has {[g for g, _ in self.grids]}")
+        raise KeyError(
+            f"scene {self.id} has no grid at {want} m; it has {[g for g, _ in self.grids]}"
+        )
 
     def asset(self, band: str) -> AssetRef:
         for name, ref in self.bands:

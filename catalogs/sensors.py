@@ -190,7 +190,9 @@ def sensor_from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Sensor:
     }
     unknown = set(d) - known
     if unknown:
-        raise SensorRegistryError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+        raise SensorRegistryError(
+            f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}"
+        )
     if not d.get("bands"):
         raise SensorRegistryError(f"{where}: needs at least one band")
     if not d.get("collections"):

@@ -74,7 +74,7 @@ def dask_client(cfg: DaskConfig, *, quiet: bool = False) -> Iterator[Client]:
     env = worker_env()
     if cfg.scheduler:
         try:
-            client = Client(cfg.scheduler, timeout="10s")
+            client = Client(cfg.scheduler, timeout="5s")
         except (OSError, TimeoutError) as e:
             raise ClusterError(
                 f"cannot reach the Dask scheduler at {cfg.scheduler}: {e}. Check the address "
@@ -102,7 +102,9 @@ def dask_client(cfg: DaskConfig, *, quiet: bool = False) -> Iterator[Client]:
         if not quiet:
             n = len(client.scheduler_info().get("workers", {}))
             where = cfg.scheduler or "a local cluster"
-            print(f"dask: {n} workers on {where}; dashboard {client.dashboard_link}", file=sys.stderr)
+            print(
+                f"dask: {n} workers on {where}; dashboard {client.dashboard_link}", file=sys.stderr
+            )
         yield client
     finally:
         client.close()

@@ -64,7 +64,9 @@ class GroupConfig(_Section):
 class DescribeConfig(_Section):
     """What to compute per chip and how to read it."""
 
-    descriptor_size: int = Field(default=32, ge=4, description="pixels per side read for descriptors")
+    descriptor_size: int = Field(
+        default=32, ge=4, description="pixels per side read for descriptors"
+    )
     full_resolution: bool = False
     batch_size: int = Field(default=64, ge=1, description="chips per Dask task (one scene each)")
 
@@ -100,7 +102,9 @@ class CorpusConfig(_Section):
 class DaskConfig(_Section):
     """Where the pixel-touching stages run."""
 
-    scheduler: str | None = Field(default=None, description="tcp://host:port of an existing cluster")
+    scheduler: str | None = Field(
+        default=None, description="tcp://host:port of an existing cluster"
+    )
     workers: int = Field(default=2, ge=1)
     threads_per_worker: int = Field(default=1, ge=1)
     memory_limit: str = "4GiB"
@@ -174,11 +178,15 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"run config {p} does not exist; write one with `terracorpus config init`") from None
+        raise ConfigError(
+            f"run config {p} does not exist; write one with `terracorpus config init`"
+        ) from None
     except OSError as e:
         raise ConfigError(f"cannot read run config {p}: {e.strerror}") from None
     try:
         data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"run config {p} is not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {e}") from None
+        raise ConfigError(
+            f"run config {p} is not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {e}"
+        ) from None
     return parse_config(data or {}, str(p))

@@ -37,9 +37,10 @@ def _lines(model: type[BaseModel], values: dict[str, Any], indent: int) -> list[
         value = values.get(name)
         doc = field.description or (field.annotation.__doc__ if _is_model(field.annotation) else "")
         doc = " ".join((doc or "").split())
-        if _is_model(field.annotation) and isinstance(value, dict):
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(value, dict):
             out.append(f"{pad}{name}:" + (f"  # {doc}" if doc else ""))
-            out.extend(_lines(field.annotation, value, indent + 2))
+            out.extend(_lines(sub, value, indent + 2))
             continue
         out.append(f"{pad}{name}: {_scalar(value)}" + (f"  # {doc}" if doc else ""))
     return out

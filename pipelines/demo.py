@@ -77,7 +77,9 @@ def _subcommand(args: list[str], log_path: Path, echo: Callable[[str], None]) ->
     cmd = [sys.executable, "-m", "terracorpus.pipelines.cli", *args]
     echo("$ terracorpus " + " ".join(args))
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy()
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -87,12 +89,16 @@ def _subcommand(args: list[str], log_path: Path, echo: Callable[[str], None]) ->
         raise StageError(f"`terracorpus {args[0]}` failed (exit {code}); its log is {log_path}")
 
 
-def run_demo(out: Path, preset_name: str = "small", seed: int = 0, echo: Callable[[str], None] = print) -> DemoResult:
+def run_demo(
+    out: Path, preset_name: str = "small", seed: int = 0, echo: Callable[[str], None] = print
+) -> DemoResult:
     """Run the whole mission into ``out`` and return where everything is."""
     try:
         preset = PRESETS[preset_name]
     except KeyError:
-        raise PipelineError(f"unknown demo preset {preset_name!r}; choose one of {sorted(PRESETS)}") from None
+        raise PipelineError(
+            f"unknown demo preset {preset_name!r}; choose one of {sorted(PRESETS)}"
+        ) from None
     from terracorpus.catalogs.server import StacServer
     from terracorpus.catalogs.world import create_world
 
@@ -117,11 +123,24 @@ def run_demo(out: Path, preset_name: str = "small", seed: int = 0, echo: Callabl
     train_dir = out / "train"
     train_cfg = out / "train.yaml"
     train_cfg.write_text(
-        yaml.safe_dump({"max_steps": preset.train_steps, "max_minutes": preset.train_minutes, "seed": seed})
+        yaml.safe_dump(
+            {"max_steps": preset.train_steps, "max_minutes": preset.train_minutes, "seed": seed}
+        )
     )
     t = time.perf_counter()
     _subcommand(
-        ["train", "--corpus", str(run_dir), "--config", str(train_cfg), "--model", "tiny", "--out", str(train_dir), "--overwrite"],
+        [
+            "train",
+            "--corpus",
+            str(run_dir),
+            "--config",
+            str(train_cfg),
+            "--model",
+            "tiny",
+            "--out",
+            str(train_dir),
+            "--overwrite",
+        ],
         out / "train.log",
         echo,
     )
@@ -129,7 +148,15 @@ def run_demo(out: Path, preset_name: str = "small", seed: int = 0, echo: Callabl
     t = time.perf_counter()
     probe_json = out / "probe.json"
     _subcommand(
-        ["probe", "--encoder", str(train_dir / "encoder"), "--corpus", str(run_dir), "--json", str(probe_json)],
+        [
+            "probe",
+            "--encoder",
+            str(train_dir / "encoder"),
+            "--corpus",
+            str(run_dir),
+            "--json",
+            str(probe_json),
+        ],
         out / "probe.log",
         echo,
     )

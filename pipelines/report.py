@@ -20,13 +20,13 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-from terracorpus.pipelines.errors import StageError  # noqa: E402
-from terracorpus.pipelines.rundir import FAILURES, TIMINGS, read_parquet  # noqa: E402
+from terracorpus.pipelines.errors import StageError
+from terracorpus.pipelines.rundir import FAILURES, TIMINGS, read_parquet
 
 SEASONS = ("DJF", "MAM", "JJA", "SON")
 
@@ -67,7 +67,11 @@ def _footprint_map(groups: pd.DataFrame, selection: pd.DataFrame | None) -> str:
             kept = gdf["group_id"].map(anchors["kept"]).fillna(False).astype(bool)
     centroids = gdf.geometry.centroid
     # Regions: cluster centroids on a 2-degree grid, so distant areas get their own panel.
-    region = (np.floor(centroids.x / 2).astype(int).astype(str) + "," + np.floor(centroids.y / 2).astype(int).astype(str))
+    region = (
+        np.floor(centroids.x / 2).astype(int).astype(str)
+        + ","
+        + np.floor(centroids.y / 2).astype(int).astype(str)
+    )
     names = sorted(region.unique())[:6]
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
     cmap = plt.get_cmap("tab20")
@@ -76,8 +80,12 @@ def _footprint_map(groups: pd.DataFrame, selection: pd.DataFrame | None) -> str:
         for geom, c, k in zip(gdf.geometry[sel], cluster[sel], kept[sel], strict=True):
             xs, ys = geom.exterior.xy if geom.geom_type == "Polygon" else geom.envelope.exterior.xy
             color = "lightgrey" if c < 0 else cmap(int(c) % 20)
-            ax.fill(xs, ys, color=color, alpha=0.85 if k else 0.25, ec="black" if k else "none", lw=0.3)
-        ax.set_title(f"around {centroids[sel].y.mean():.2f}N {centroids[sel].x.mean():.2f}E", fontsize=9)
+            ax.fill(
+                xs, ys, color=color, alpha=0.85 if k else 0.25, ec="black" if k else "none", lw=0.3
+            )
+        ax.set_title(
+            f"around {centroids[sel].y.mean():.2f}N {centroids[sel].x.mean():.2f}E", fontsize=9
+        )
         ax.set_aspect("equal", adjustable="datalim")
         ax.tick_params(labelsize=7)
     fig.suptitle("group footprints coloured by cluster (faded: dropped)", fontsize=10)
@@ -93,7 +101,11 @@ def _bars(ax: Any, counts: pd.Series, title: str, color: str = "#4a7ab5") -> Non
 def _coverage(chips: pd.DataFrame) -> str:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     _bars(axes[0], chips["sensor"].value_counts().sort_index(), "images per sensor")
-    _bars(axes[1], _season(chips["datetime"]).value_counts().reindex(SEASONS, fill_value=0), "images per season")
+    _bars(
+        axes[1],
+        _season(chips["datetime"]).value_counts().reindex(SEASONS, fill_value=0),
+        "images per season",
+    )
     years = pd.to_datetime(chips["datetime"], utc=True).dt.year.value_counts().sort_index()
     _bars(axes[2], years, "images per year")
     return _png(fig)
@@ -132,7 +144,13 @@ def _timings(timings: dict[str, float]) -> str:
     ax.barh(names, [timings[n] for n in names], color="#8064a2")
     total = sum(timings.values()) or 1.0
     for i, n in enumerate(names):
-        ax.text(timings[n], i, f" {timings[n]:.1f} s ({100 * timings[n] / total:.0f}%)", va="center", fontsize=7)
+        ax.text(
+            timings[n],
+            i,
+            f" {timings[n]:.1f} s ({100 * timings[n] / total:.0f}%)",
+            va="center",
+            fontsize=7,
+        )
     ax.invert_yaxis()
     ax.set_xlabel("seconds")
     ax.set_title("stage timings", fontsize=9)
@@ -164,7 +182,9 @@ def build_sections(run_dir: Path) -> list[Section]:
     timings_file = run_dir / TIMINGS
     timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
     if scenes is None and groups is None:
-        raise StageError(f"{run_dir} holds no curation artifacts (no scenes.parquet); run `terracorpus curate` first")
+        raise StageError(
+            f"{run_dir} holds no curation artifacts (no scenes.parquet); run `terracorpus curate` first"
+        )
 
     counts = {
         "scenes": None if scenes is None else len(scenes),
@@ -175,7 +195,9 @@ def build_sections(run_dir: Path) -> list[Section]:
         else int(selection[selection["kept"]]["group_id"].nunique()),
         "failures": 0 if failures is None else len(failures),
     }
-    rows = "".join(f"<tr><th>{k}</th><td>{'—' if v is None else v}</td></tr>" for k, v in counts.items())
+    rows = "".join(
+        f"<tr><th>{k}</th><td>{'—' if v is None else v}</td></tr>" for k, v in counts.items()
+    )
     sections = [Section("Summary", f'<table class="table">{rows}</table>')]
     builders: list[tuple[str, Callable[[], str | None]]] = []
     if groups is not None:
@@ -194,7 +216,9 @@ def build_sections(run_dir: Path) -> list[Section]:
             sections.append(Section(title, body))
     if failures is not None and len(failures):
         by = failures.groupby(["stage", "reason"]).size().rename("count").reset_index()
-        sections.append(Section("Failures", _table(by) + "<h3>first rows</h3>" + _table(failures, 20)))
+        sections.append(
+            Section("Failures", _table(by) + "<h3>first rows</h3>" + _table(failures, 20))
+        )
     return sections
 
 
@@ -216,7 +240,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     target = Path(out) if out else run_dir / "report.html"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "\n".join(
-        f'<section><h2>{html.escape(s.title)}</h2>\n{s.body}\n</section>' for s in sections
+        f"<section><h2>{html.escape(s.title)}</h2>\n{s.body}\n</section>" for s in sections
     )
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"

@@ -137,7 +137,9 @@ class RunDir:
             )
         meta = self.table_meta(name)
         if meta is None:
-            raise StageError(f"{p} is not a terracorpus artifact (no metadata); remove it and rerun")
+            raise StageError(
+                f"{p} is not a terracorpus artifact (no metadata); remove it and rerun"
+            )
         if meta.get("config_hash") != self.config_hash and not self.allow_mixed:
             raise RunDirError(
                 f"{p} was made with another config (stage {meta.get('stage')}); rerun that "
@@ -167,7 +169,9 @@ class RunDir:
         """Forget a stage's failures before it is rerun from scratch."""
         df = self.failures()
         if len(df) and (df["stage"] == stage).any():
-            write_parquet_atomic(self.path(FAILURES), df[df["stage"] != stage], {"stage": "failures"})
+            write_parquet_atomic(
+                self.path(FAILURES), df[df["stage"] != stage], {"stage": "failures"}
+            )
 
     # -- timings --------------------------------------------------------------------------
     @contextmanager
@@ -227,5 +231,6 @@ def read_parquet(path: Path) -> pd.DataFrame:
     if b"geo" in md:
         import geopandas as gpd
 
-        return gpd.read_parquet(path)
+        frame: pd.DataFrame = gpd.read_parquet(path)
+        return frame
     return pd.read_parquet(path)

@@ -12,7 +12,9 @@ from terracorpus.pipelines.report import write_report
 
 @click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: RUN_DIR/report.html.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: RUN_DIR/report.html."
+)
 def report_cmd(run_dir: Path, out: Path | None) -> None:
     """Write a self-contained HTML report of a curation run."""
     path = write_report(run_dir, out)
@@ -21,7 +23,12 @@ def report_cmd(run_dir: Path, out: Path | None) -> None:
 
 @click.command("demo")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-run"), show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-run"),
+    show_default=True,
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo_cmd(preset: str, out: Path, seed: int) -> None:
     """Build the demo world, serve it, curate it, pre-train and probe, and report."""
@@ -31,7 +38,12 @@ def demo_cmd(preset: str, out: Path, seed: int) -> None:
     for name, path in result.paths.items():
         click.echo(f"  {name:<{width}}  {path}")
     if result.probe:
-        click.echo("  probe: " + ", ".join(f"{k}={v}" for k, v in result.probe.items() if not isinstance(v, (dict, list))))
+        click.echo(
+            "  probe: "
+            + ", ".join(
+                f"{k}={v}" for k, v in result.probe.items() if not isinstance(v, (dict, list))
+            )
+        )
     click.echo("  timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items()))
 
 

@@ -24,7 +24,9 @@ def config_init(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise click.ClickException(f"{path} exists; pass --force to overwrite it")
     path.write_text(example_config())
-    click.echo(f"wrote {path}; edit search.apis and the area, then `terracorpus config check {path}`")
+    click.echo(
+        f"wrote {path}; edit search.apis and the area, then `terracorpus config check {path}`"
+    )
 
 
 @config_group.command("check")
@@ -33,7 +35,9 @@ def config_check(path: Path) -> None:
     """Validate a run config without running anything."""
     cfg = load_config(path)
     apis = ", ".join(a.url for a in cfg.search.apis) or "none yet"
-    click.echo(f"{path}: valid (config hash {cfg.config_hash()[:12]}; APIs: {apis}; run dir {cfg.run_dir})")
+    click.echo(
+        f"{path}: valid (config hash {cfg.config_hash()[:12]}; APIs: {apis}; run dir {cfg.run_dir})"
+    )
 
 
 def with_overrides(
@@ -46,7 +50,9 @@ def with_overrides(
 ) -> RunConfig:
     """The config with command-line overrides applied (None leaves a setting as it is)."""
     dask = cfg.dask.model_copy(
-        update={k: v for k, v in {"scheduler": scheduler, "workers": workers}.items() if v is not None}
+        update={
+            k: v for k, v in {"scheduler": scheduler, "workers": workers}.items() if v is not None
+        }
     )
     top = {"dask": dask}
     if run_dir is not None:
@@ -57,13 +63,20 @@ def with_overrides(
 
 
 @click.command("curate")
-@click.argument("config_path", metavar="RUN_CONFIG", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument(
+    "config_path", metavar="RUN_CONFIG", type=click.Path(dir_okay=False, path_type=Path)
+)
 @click.option("--run-dir", help="Run directory (default: the config's run_dir).")
 @click.option("--scheduler", help="Address of an existing Dask scheduler, tcp://host:port.")
 @click.option("--workers", type=int, help="Worker processes of the local Dask cluster.")
 @click.option("--strict", is_flag=True, help="Stop at the first failed scene or chip.")
 @click.option("--until", type=click.Choice(STAGE_NAMES), help="Stop after this stage.")
-@click.option("--force", multiple=True, type=click.Choice(STAGE_NAMES), help="Rerun this stage (and the ones after it).")
+@click.option(
+    "--force",
+    multiple=True,
+    type=click.Choice(STAGE_NAMES),
+    help="Rerun this stage (and the ones after it).",
+)
 @click.option("--allow-mixed", is_flag=True, help="Accept artifacts made with another config.")
 def curate_cmd(
     config_path: Path,
@@ -80,7 +93,11 @@ def curate_cmd(
     Stages whose outputs are complete and current are skipped; an interrupted stage resumes.
     """
     cfg = with_overrides(
-        load_config(config_path), run_dir=run_dir, scheduler=scheduler, workers=workers, strict=strict
+        load_config(config_path),
+        run_dir=run_dir,
+        scheduler=scheduler,
+        workers=workers,
+        strict=strict,
     )
     result = curate(cfg, force=force, until=until, allow_mixed=allow_mixed, echo=click.echo)
     ran = [s.name for s in result.stages if s.status == "ran"]
