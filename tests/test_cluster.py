@@ -36,8 +36,10 @@ def test_unreachable_scheduler_is_a_clear_error() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(
-        ClusterError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"
+    with (
+        pytest.raises(
+            ClusterError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"
+        ),
+        dask_client(DaskConfig(scheduler=f"tcp://127.0.0.1:{port}")),
     ):
-        with dask_client(DaskConfig(scheduler=f"tcp://127.0.0.1:{port}")):
-            pass
+        pass
