@@ -61,16 +61,14 @@ def _footprint_map(groups: pd.DataFrame, selection: pd.DataFrame | None) -> str:
     cluster = pd.Series(-1, index=gdf.index)
     kept = pd.Series(True, index=gdf.index)
     if selection is not None and "cluster_id" in selection:
-        anchors = selection.drop_duplicates("group_id").set_index("group_id")
-        cluster = gdf["group_id"].map(anchors["cluster_id"]).fillna(-1)
-        if "kept" in anchors:
-            kept = gdf["group_id"].map(anchors["kept"]).fillna(False).astype(bool)
-    centroids = gdf.geometry.centroid
-    # Regions: cluster centroids on a 2-degree grid, so distant areas get their own panel.
+        by_group = selection.groupby("group_id")
+        cluster = gdf["group_id"].map(by_group["cluster_id"].first()).fillna(-1)
+        kept = gdf["group_id"].map(by_group["kept"].any()).fillna(False).astype(bool)
+    b = gdf.geometry.bounds  # lon/lat: bounds midpoints, not planar centroids
+    cx, cy = (b["minx"] + b["maxx"]) / 2, (b["miny"] + b["maxy"]) / 2
+    # Regions: footprint centres on a 2-degree grid, so distant areas get their own panel.
     region = (
-        np.floor(centroids.x / 2).astype(int).astype(str)
-        + ","
-        + np.floor(centroids.y / 2).astype(int).astype(str)
+        np.floor(cx / 2).astype(int).astype(str) + "," + np.floor(cy / 2).astype(int).astype(str)
     )
     names = sorted(region.unique())[:6]
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
@@ -83,10 +81,9 @@ def _footprint_map(groups: pd.DataFrame, selection: pd.DataFrame | None) -> str:
             ax.fill(
                 xs, ys, color=color, alpha=0.85 if k else 0.25, ec="black" if k else "none", lw=0.3
             )
-        ax.set_title(
-            f"around {centroids[sel].y.mean():.2f}N {centroids[sel].x.mean():.2f}E", fontsize=9
-        )
+        ax.set_title(f"around {cy[sel].mean():.2f}N {cx[sel].mean():.2f}E", fontsize=9)
         ax.set_aspect("equal", adjustable="datalim")
+        ax.ticklabel_format(useOffset=False)
         ax.tick_params(labelsize=7)
     fig.suptitle("group footprints coloured by cluster (faded: dropped)", fontsize=10)
     return _png(fig)
@@ -231,6 +228,16 @@ h1{font-size:1.5em} h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bot
 """
 
 
+# Marks, once the page has loaded, how many figures decoded: a headless browser test (and a
+# person with dev tools) can read it from <body data-figures-decoded="N">.
+_FIGURE_CHECK = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.querySelectorAll('img.figure')];
+  document.body.dataset.figuresDecoded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+});
+</script>"""
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.html`` for a run directory and return its path."""
     run_dir = Path(run_dir)
@@ -246,7 +253,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>terracorpus run report: {html.escape(run_dir.name)}</title><style>{_CSS}</style></head>"
         f"<body><h1>terracorpus run report</h1><p class='meta'>{html.escape(str(run_dir.resolve()))} · {stamp}</p>"
-        f"{body}</body></html>"
+        f"{body}{_FIGURE_CHECK}</body></html>"
     )
     tmp = target.with_suffix(".html.tmp")
     tmp.write_text(page)
