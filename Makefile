@@ -11,7 +11,7 @@ PRESET ?= small
 OUT    ?= demo-run
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck bench clean install
+.PHONY: demo test lint typecheck bench clean install system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,16 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/terracorpus demo --preset $(PRESET) --out $(OUT)
 
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed lint system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The report's browser test needs Debian's chromium; installed when we may (root + apt).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (Debian) for the report's browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: no chromium; the report's browser test will be skipped"; fi; }
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check catalogs curation pipelines training tests benchmarks
