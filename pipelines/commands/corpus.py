@@ -1,0 +1,152 @@
+"""`materialize`, `corpus validate`, `corpus info`: write, check and look at a corpus."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from terracorpus.pipelines.config import RunConfig, load_config, parse_config
+from terracorpus.pipelines.errors import ConfigError
+from terracorpus.pipelines.rundir import CONFIG_FILE, RunDir
+
+
+def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs as fsspec storage options (values parsed as JSON when they can be)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--storage-option")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    if "endpoint_url" in out:  # s3fs takes it inside client_kwargs
+        out.setdefault("client_kwargs", {})["endpoint_url"] = out.pop("endpoint_url")
+    return out
+
+
+_storage_option = click.option(
+    "--storage-option",
+    "-o",
+    "storage_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec option for an object-store target (repeatable), e.g. -o endpoint_url=http://...",
+)
+
+
+def _run_config(config_path: Path | None, run_dir: str) -> RunConfig:
+    if config_path is not None:
+        return load_config(config_path)
+    stored = Path(run_dir) / CONFIG_FILE
+    if not stored.exists():
+        raise ConfigError(f"{run_dir} holds no {CONFIG_FILE}; pass --config with the run config")
+    return parse_config(json.loads(stored.read_text())["config"], str(stored))
+
+
+@click.command("materialize")
+@click.option("--run-dir", required=True, help="Run directory with scenes, groups and selection.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run config (default: the one stored in the run directory).",
+)
+@click.option("--workers", type=int, help="Dask worker processes of a local cluster.")
+@click.option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:port).")
+@click.option("--out", help="Corpus directory or URL (default: the run directory).")
+@click.option("--append-to", help="Grow this existing corpus with the run's kept groups.")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable image.")
+@click.option("--allow-mixed", is_flag=True, help="Accept inputs made with another config.")
+@_storage_option
+def materialize_cmd(
+    run_dir: str,
+    config_path: Path | None,
+    workers: int | None,
+    scheduler: str | None,
+    out: str | None,
+    append_to: str | None,
+    strict: bool,
+    allow_mixed: bool,
+    storage_pairs: tuple[str, ...],
+) -> None:
+    """Write the kept groups' full-resolution pixels as a sharded Zarr corpus.
+
+    Resumable: after a crash, run the same command again; only missing shards are written.
+    """
+    from terracorpus.pipelines.cluster import dask_client
+    from terracorpus.pipelines.stages.materialize import STAGE, run_materialize
+
+    cfg = _run_config(config_path, run_dir)
+    dask = cfg.dask.model_copy(
+        update={k: v for k, v in (("workers", workers), ("scheduler", scheduler)) if v is not None}
+    )
+    cfg = cfg.model_copy(update={"run_dir": run_dir, "dask": dask, "strict": cfg.strict or strict})
+    run = RunDir(run_dir, cfg, allow_mixed=allow_mixed)
+    with run.timed(STAGE), dask_client(cfg.dask) as client:
+        summary = run_materialize(
+            cfg,
+            run,
+            client,
+            out=out,
+            append_to=append_to,
+            storage_options=_storage_options(storage_pairs),
+        )
+    click.echo(summary)
+
+
+@click.group("corpus")
+def corpus_group() -> None:
+    """Check and inspect a corpus (a directory with corpus.zarr, manifest and collection)."""
+
+
+@corpus_group.command("validate")
+@click.argument("path")
+@click.option("--no-pixels", is_flag=True, help="Skip decoding every image (shard digests only).")
+@_storage_option
+def validate_cmd(path: str, no_pixels: bool, storage_pairs: tuple[str, ...]) -> None:
+    """Check every shard, array and manifest row; exit 1 naming what is wrong."""
+    from terracorpus.pipelines.corpus.validate import validate_corpus
+
+    report = validate_corpus(
+        path, storage_options=_storage_options(storage_pairs), check_pixels=not no_pixels
+    )
+    for p in report.problems:
+        click.echo(f"problem: {p}", err=True)
+    status = "OK" if report.ok else f"INVALID ({len(report.problems)} problems)"
+    click.echo(
+        f"{path}: {status}: {report.groups} groups, {report.images} images, "
+        f"{report.shards_checked} shards checked"
+    )
+    if not report.ok:
+        sys.exit(1)
+
+
+@corpus_group.command("info")
+@click.argument("path")
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Save a picture grid of sample groups (true colour) here.",
+)
+@click.option("--groups", "n_groups", default=6, show_default=True, help="Groups in the picture.")
+@_storage_option
+def info_cmd(path: str, png: Path | None, n_groups: int, storage_pairs: tuple[str, ...]) -> None:
+    """Sensors, counts, size, extent; optionally a PNG of sample groups."""
+    from terracorpus.pipelines.corpus.info import corpus_info, picture_grid
+
+    opts = _storage_options(storage_pairs)
+    for line in corpus_info(path, opts).lines():
+        click.echo(line)
+    if png is not None:
+        click.echo(
+            f"picture       {picture_grid(path, png, n_groups=n_groups, storage_options=opts)}"
+        )
+
+
+COMMANDS = [materialize_cmd, corpus_group]

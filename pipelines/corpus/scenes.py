@@ -1,0 +1,142 @@
+"""The shard reader of ``materialize``: full-resolution chips of STAC scenes, with masks.
+
+:class:`SceneChipReader` reads a shard's images scene by scene with
+:func:`terracorpus.pipelines.pixels.read_scene_chips` (every band asset of a scene opened
+once per task; a scene whose images fall into several shards is opened by each of those
+tasks). Validity is nodata, cloud and cloud shadow from the scene's QA asset
+(:func:`terracorpus.curation.quality.decode_qa`). Demo-world scenes also get the majority
+land-cover class of each chip from the world's truth raster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from terracorpus.catalogs.scene import SceneRecord
+from terracorpus.catalogs.sensors import Sensor
+from terracorpus.curation.quality import decode_qa
+from terracorpus.pipelines.corpus.plan import Affine6, ImageSpec, SensorLayout
+from terracorpus.pipelines.corpus.shards import ShardPixels
+from terracorpus.pipelines.errors import StageError
+from terracorpus.pipelines.pixels import ChipFailure, ChipPixels, ChipRequest, read_scene_chips
+from terracorpus.pipelines.rundir import Failure
+
+Labeller = Callable[[tuple[float, float, float, float], str], int]
+"""Majority land-cover class of a footprint ``(bounds, crs)``; -1 if unknown."""
+
+
+@dataclass(frozen=True)
+class SceneChipReader:
+    """Reads chips from the scenes named by image specs (``scene_id``).
+
+    Args:
+        scenes: scene records by id (a shard's reader holds only its own).
+        sensors: the sensor registry entries by name.
+        strict: raise on the first unreadable chip instead of recording it.
+        labeller: land-cover labels for demo-world chips, or None.
+    """
+
+    scenes: Mapping[str, SceneRecord]
+    sensors: Mapping[str, Sensor]
+    strict: bool = False
+    labeller: Labeller | None = field(default=None)
+
+    def for_images(self, images: Sequence[ImageSpec]) -> SceneChipReader:
+        needed = {i.scene_id for i in images}
+        return SceneChipReader(
+            {k: v for k, v in self.scenes.items() if k in needed},
+            self.sensors,
+            self.strict,
+            self.labeller,
+        )
+
+    def __call__(self, images: Sequence[ImageSpec], layout: SensorLayout) -> ShardPixels:
+        n, (h, w) = len(images), layout.chip_shape
+        out = ShardPixels(
+            pixels=np.full((n, len(layout.bands), h, w), layout.fill_value, dtype=layout.dtype),
+            valid=np.zeros((n, h, w), dtype="uint8"),
+            transforms=[None] * n,
+            chip_cloud=[float("nan")] * n,
+            labels=[-1] * n if self.labeller is not None else None,
+        )
+        by_scene: dict[str, list[int]] = {}
+        for i, img in enumerate(images):
+            by_scene.setdefault(img.scene_id, []).append(i)
+        for scene_id, rows in by_scene.items():
+            self._read_scene(scene_id, [images[i] for i in rows], rows, layout, out)
+        return out
+
+    def _read_scene(
+        self,
+        scene_id: str,
+        images: list[ImageSpec],
+        rows: list[int],
+        layout: SensorLayout,
+        out: ShardPixels,
+    ) -> None:
+        scene = self.scenes[scene_id]
+        sensor = self.sensors[scene.sensor]
+        requests = [
+            ChipRequest(img.image_id, chip_bounds(img, layout), img.crs, layout.gsd)
+            for img in images
+        ]
+        results = read_scene_chips(
+            scene, sensor, requests, resampling="nearest", use_overviews=False
+        )
+        for row, img, req, res in zip(rows, images, requests, results, strict=True):
+            if isinstance(res, ChipFailure):
+                self._fail(img, res, out)
+                continue
+            self._place(row, res, sensor, layout, out)
+            if out.labels is not None and self.labeller is not None:
+                out.labels[row] = self.labeller(req.bounds, req.crs)
+
+    def _place(
+        self, row: int, chip: ChipPixels, sensor: Sensor, layout: SensorLayout, out: ShardPixels
+    ) -> None:
+        if chip.pixels.dtype != np.dtype(layout.dtype):
+            raise StageError(
+                f"chip {chip.chip_id}: the scene's pixels are {chip.pixels.dtype}, but sensor "
+                f"{sensor.name} is registered as {layout.dtype}; fix the sensor's dtype in the "
+                "registry (pixels are never converted silently)"
+            )
+        shape = chip.nodata.shape
+        qa = None if chip.qa is None else chip.qa.astype("int64", copy=False)
+        masks = decode_qa(qa, sensor.qa.kind, (shape[0], shape[1]))
+        nodata = chip.nodata | masks.nodata
+        cloudy = (masks.cloud | masks.shadow) & ~nodata
+        data = int((~nodata).sum())
+        out.pixels[row] = chip.pixels
+        out.valid[row] = (~nodata & ~cloudy).astype("uint8")
+        out.transforms[row] = _affine6(chip.transform)
+        out.chip_cloud[row] = float(cloudy.sum()) / data if data else float("nan")
+
+    def _fail(self, img: ImageSpec, res: ChipFailure, out: ShardPixels) -> None:
+        if self.strict:
+            raise StageError(
+                f"image {img.image_id}: {res.reason}: {res.detail} (strict mode; rerun without "
+                "--strict to record such images as failures and write them as unusable)"
+            )
+        out.failures.append(
+            Failure(
+                stage="materialize",
+                kind="image",
+                key=img.image_id,
+                reason=res.reason,
+                detail=res.detail,
+            )
+        )
+
+
+def chip_bounds(img: ImageSpec, layout: SensorLayout) -> tuple[float, float, float, float]:
+    """The footprint that gives exactly the layout's chip shape, from the planned grid's corner."""
+    a, _, x0, _, e, y0 = img.transform
+    h, w = layout.chip_shape
+    return (x0, y0 + e * h, x0 + a * w, y0)
+
+
+def _affine6(t: Sequence[float]) -> Affine6:
+    return (float(t[0]), float(t[1]), float(t[2]), float(t[3]), float(t[4]), float(t[5]))

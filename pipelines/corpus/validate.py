@@ -1,0 +1,255 @@
+"""``corpus validate``: is a corpus complete, readable and consistent with its manifest?
+
+Every check that fails becomes a :class:`Problem` naming the array, shard or manifest row at
+fault; the report is ok only without problems. A store that is not a corpus at all, or of
+a format version this code cannot read, raises :class:`CorpusError` instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zarr
+
+from terracorpus.pipelines.corpus.format import (
+    GROUP_ARRAYS,
+    GROUPS_GROUP,
+    IMAGE_ARRAYS,
+    MEMBER_ARRAYS,
+    SENSORS_GROUP,
+    array_at,
+    check_root_attrs,
+    corpus_meta,
+    root_attrs,
+)
+from terracorpus.pipelines.corpus.location import CorpusLocation
+from terracorpus.pipelines.corpus.manifest import read_manifest
+from terracorpus.pipelines.corpus.shards import image_sha256
+from terracorpus.pipelines.errors import CorpusError
+
+ROOT_KEYS = (
+    "sensors",
+    "config",
+    "config_hash",
+    "software_version",
+    "sources",
+    "created",
+    "counts",
+    "shards",
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}"
+
+
+@dataclass
+class ValidationReport:
+    url: str
+    problems: list[Problem] = field(default_factory=list)
+    images: int = 0
+    groups: int = 0
+    shards_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, where: str, what: str) -> None:
+        self.problems.append(Problem(where, what))
+
+
+def validate_corpus(
+    target: str | CorpusLocation,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    check_pixels: bool = True,
+) -> ValidationReport:
+    """Check every shard, array and manifest row of the corpus at ``target``.
+
+    Args:
+        target: corpus directory (local path or fsspec URL).
+        storage_options: fsspec options for remote targets.
+        check_pixels: decode every image and compare its digest with the manifest.
+    """
+    loc = (
+        target if isinstance(target, CorpusLocation) else CorpusLocation.of(target, storage_options)
+    )
+    root = loc.open_group()
+    check_root_attrs(root_attrs(root), loc.url_of("corpus.zarr"), require_complete=False)
+    meta = corpus_meta(root)
+    report = ValidationReport(loc.url)
+    if meta.get("complete") is not True:
+        report.add("corpus.zarr", "incomplete: the write that made it was interrupted")
+    missing = [k for k in ROOT_KEYS if k not in meta]
+    if missing:
+        report.add("corpus.zarr", f"root attributes lack {missing}")
+        return report
+    counts = {s: int(n) for s, n in meta["counts"]["images"].items()}
+    report.images, report.groups = sum(counts.values()), int(meta["counts"]["groups"])
+    for sensor, n in counts.items():
+        _check_sensor(root, sensor, n, meta["sensors"].get(sensor), report)
+    _check_groups(root, counts, report.groups, report)
+    _check_shards(loc, meta["shards"], counts, report)
+    _check_manifest(loc, root, counts, report, check_pixels)
+    return report
+
+
+def _array(root: zarr.Group, path: str) -> zarr.Array[Any] | None:
+    try:
+        return array_at(root, path)
+    except CorpusError:
+        return None
+
+
+def _check_sensor(
+    root: zarr.Group, sensor: str, n: int, desc: dict[str, Any] | None, report: ValidationReport
+) -> None:
+    base = f"{SENSORS_GROUP}/{sensor}"
+    if desc is None:
+        report.add(base, "sensor has images but no entry in the root 'sensors' attribute")
+        return
+    h, w = desc["chip_size"]
+    want = {
+        "pixels": ((n, len(desc["bands"]), h, w), desc["dtype"]),
+        "valid": ((n, h, w), "uint8"),
+        **{k: ((n, *shape), dt) for k, (dt, shape) in IMAGE_ARRAYS.items()},
+    }
+    for name, (shape, dtype) in want.items():
+        arr = _array(root, f"{base}/{name}")
+        if arr is None:
+            report.add(f"{base}/{name}", "missing array")
+        elif arr.shape != shape:
+            report.add(f"{base}/{name}", f"shape {arr.shape}, expected {shape} ({n} images)")
+        elif dtype != "str" and arr.dtype != np.dtype(dtype):
+            report.add(f"{base}/{name}", f"dtype {arr.dtype}, expected {dtype}")
+
+
+def _check_groups(
+    root: zarr.Group, counts: dict[str, int], n: int, report: ValidationReport
+) -> None:
+    cols: dict[str, np.ndarray] = {}
+    for name in [*GROUP_ARRAYS, *MEMBER_ARRAYS, "member_offsets"]:
+        arr = _array(root, f"{GROUPS_GROUP}/{name}")
+        if arr is None:
+            report.add(f"{GROUPS_GROUP}/{name}", "missing array")
+            return
+        cols[name] = _plain(np.asarray(arr[:]))
+    for name in GROUP_ARRAYS:
+        if len(cols[name]) != n:
+            report.add(f"{GROUPS_GROUP}/{name}", f"{len(cols[name])} rows, expected {n} groups")
+    off = cols["member_offsets"]
+    m = len(cols["member_index"])
+    if len(off) != n + 1 or off[0] != 0 or off[-1] != m or (np.diff(off) <= 0).any():
+        report.add(
+            f"{GROUPS_GROUP}/member_offsets", f"not valid CSR offsets for {n} groups, {m} members"
+        )
+        return
+    for s, i in zip(cols["member_sensor"], cols["member_index"], strict=True):
+        if not 0 <= int(i) < counts.get(str(s), 0):
+            report.add(f"{GROUPS_GROUP}/member_index", f"row {i} of sensor {s} does not exist")
+            return
+    first = off[:-1]
+    if (cols["member_sensor"][first] != cols["anchor_sensor"]).any() or (
+        cols["member_index"][first] != cols["anchor_index"]
+    ).any():
+        report.add(f"{GROUPS_GROUP}/anchor_index", "an anchor is not its group's first member")
+
+
+def _check_shards(
+    loc: CorpusLocation,
+    shards: list[dict[str, Any]],
+    counts: dict[str, int],
+    report: ValidationReport,
+) -> None:
+    fs = loc.fs()
+    listed = {s["path"] for s in shards}
+    for sensor, n in counts.items():
+        pix = [s for s in shards if s["path"].startswith(f"{SENSORS_GROUP}/{sensor}/pixels/")]
+        covered = sum(s["rows"][1] - s["rows"][0] for s in pix)
+        if covered != n:
+            report.add(
+                f"{SENSORS_GROUP}/{sensor}/pixels", f"shards listed cover {covered} of {n} images"
+            )
+    for s in shards:
+        path = loc.path(f"corpus.zarr/{s['path']}")
+        where = f"shard {s['path']} (rows {s['rows'][0]}-{s['rows'][1]})"
+        report.shards_checked += 1
+        if not fs.exists(path):
+            report.add(where, "missing")
+            continue
+        blob = fs.cat_file(path)
+        if len(blob) != s["size"]:
+            report.add(where, f"truncated or rewritten: {len(blob)} bytes, expected {s['size']}")
+        elif hashlib.sha256(blob).hexdigest() != s["sha256"]:
+            report.add(where, "corrupt: sha256 differs from the one recorded at write time")
+    del listed
+
+
+def _check_manifest(
+    loc: CorpusLocation,
+    root: zarr.Group,
+    counts: dict[str, int],
+    report: ValidationReport,
+    check_pixels: bool,
+) -> None:
+    try:
+        manifest = read_manifest(loc)
+    except CorpusError as e:
+        report.add("manifest.parquet", str(e))
+        return
+    if len(manifest) != sum(counts.values()):
+        report.add(
+            "manifest.parquet",
+            f"{len(manifest)} rows, but the store holds {sum(counts.values())} images",
+        )
+    for sensor, rows in manifest.groupby("sensor"):
+        ids = _array(root, f"{SENSORS_GROUP}/{sensor}/image_id")
+        pixels = _array(root, f"{SENSORS_GROUP}/{sensor}/pixels")
+        if ids is None or pixels is None:
+            report.add("manifest.parquet", f"names sensor {sensor}, which the store lacks")
+            continue
+        rows = rows.sort_values("row")
+        stored = np.asarray(ids[:]).astype(object)
+        idx = rows["row"].to_numpy()
+        if (idx >= len(stored)).any() or (stored[idx] != rows["image_id"].to_numpy()).any():
+            report.add(
+                "manifest.parquet",
+                f"image ids of sensor {sensor} disagree with {SENSORS_GROUP}/{sensor}/image_id",
+            )
+            continue
+        if check_pixels:
+            _check_pixels(pixels, rows, report)
+
+
+def _check_pixels(pixels: zarr.Array[Any], rows: Any, report: ValidationReport) -> None:
+    k = pixels.shards[0] if pixels.shards else pixels.chunks[0]
+    digests = dict(zip(rows["row"].to_numpy(), rows["sha256"].to_numpy(), strict=True))
+    for start in range(0, pixels.shape[0], k):
+        stop = min(start + k, pixels.shape[0])
+        shard = f"{pixels.path}/c/{start // k}/0/0/0 (rows {start}-{stop})"
+        try:
+            block = np.asarray(pixels[start:stop])
+        except Exception as e:  # codec errors come in many types
+            report.add(f"shard {shard}", f"cannot be decoded: {type(e).__name__}: {e}")
+            continue
+        bad = [r for r in range(start, stop) if image_sha256(block[r - start]) != digests.get(r)]
+        if bad:
+            report.add(
+                f"shard {shard}",
+                f"{len(bad)} image(s) differ from the manifest digest "
+                f"(rows {bad[:5]}{'...' if len(bad) > 5 else ''})",
+            )
+
+
+def _plain(values: np.ndarray) -> np.ndarray:
+    """numpy StringDType columns as object arrays (comparable with pandas columns)."""
+    return values.astype(object) if values.dtype.kind == "T" else values

@@ -1,0 +1,296 @@
+"""The materialize stage: kept groups -> ``corpus.zarr`` + ``manifest.parquet`` + ``collection.json``.
+
+Reads ``scenes.parquet``, ``groups.parquet`` and ``selection.parquet``, turns the kept
+groups into image and group specs, plans shards, and hands them to the corpus writer
+(:mod:`terracorpus.pipelines.corpus.writer`), which writes each shard in one Dask task and
+publishes the store only when everything is written. Rerunning after a crash resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from distributed import Client
+
+from terracorpus.catalogs.frames import scenes_from_frame
+from terracorpus.catalogs.scene import SceneRecord
+from terracorpus.catalogs.sensors import load_registry
+from terracorpus.curation.groups import ImageGroup, groups_from_frame
+from terracorpus.pipelines.config import RunConfig
+from terracorpus.pipelines.corpus.format import (
+    GROUPS_GROUP,
+    SENSORS_GROUP,
+    array_at,
+    check_root_attrs,
+    corpus_meta,
+    root_attrs,
+    values_at,
+)
+from terracorpus.pipelines.corpus.labels import world_labeller
+from terracorpus.pipelines.corpus.location import CorpusLocation
+from terracorpus.pipelines.corpus.plan import (
+    CorpusPlan,
+    GroupSpec,
+    ImageSpec,
+    SensorLayout,
+    plan_corpus,
+    split_of,
+)
+from terracorpus.pipelines.corpus.scenes import SceneChipReader
+from terracorpus.pipelines.corpus.writer import Provenance, WriteSummary, write_corpus
+from terracorpus.pipelines.errors import StageError
+from terracorpus.pipelines.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+STAGE = "materialize"
+INPUTS = ("scenes.parquet", "groups.parquet", "selection.parquet")
+
+
+def run_materialize(
+    config: RunConfig,
+    run: RunDir,
+    client: Client | None = None,
+    *,
+    out: str | None = None,
+    append_to: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> str:
+    """Write the corpus of the run's kept groups; returns a one-line summary.
+
+    Args:
+        config: the run config (``corpus`` section: shard size, codec, val fraction).
+        run: the run directory holding the input tables and the resume state.
+        client: Dask client for the shard tasks (None: write in this process).
+        out: where to write the corpus directory (default: the run directory); any fsspec URL.
+        append_to: an existing corpus to grow with this run's groups instead.
+        storage_options: fsspec options for ``out`` / ``append_to``.
+    """
+    target = append_to or out or str(run.root)
+    location = CorpusLocation.of(target, storage_options)
+    scratch = run.scratch(STAGE + ("-append" if append_to else ""))
+    scenes = {s.id: s for s in scenes_from_frame(run.read_table(INPUTS[0], needed_by=STAGE))}
+    groups = groups_from_frame(run.read_table(INPUTS[1], needed_by=STAGE))
+    selection = run.read_table(INPUTS[2], needed_by=STAGE)
+    base = _append_base(location, resuming=(scratch / "state.json").exists()) if append_to else None
+    kept = kept_groups(groups, selection, skip=base.group_ids if base else set())
+    if not kept:
+        raise StageError(
+            f"no kept groups to materialize in {run.path(INPUTS[2])}"
+            + (" that the corpus does not already hold" if base else "")
+        )
+    registry = load_registry(*config.search.sensor_files)
+    sensors = {g.sensor for grp in kept for g in grp.group.members}
+    chip_m = _chip_size_m(kept)
+    layouts = {s: SensorLayout.from_sensor(registry.get(s), chip_m) for s in sorted(sensors)}
+    group_specs, image_specs = specs_of(kept, scenes, layouts, config.corpus.val_fraction)
+    plan = plan_corpus(
+        group_specs,
+        image_specs,
+        layouts,
+        config.corpus.shard_mb,
+        base_images=base.images if base else None,
+        base_groups=base.groups if base else 0,
+        base_images_per_shard=base.images_per_shard if base else None,
+    )
+    run.clear_failures(STAGE)
+    reader = SceneChipReader(
+        {s.scene_id: scenes[s.scene_id] for s in image_specs},
+        {s: registry.get(s) for s in sensors},
+        strict=config.strict,
+        labeller=world_labeller(scenes.values()),
+    )
+    summary = write_corpus(
+        location,
+        plan,
+        reader,
+        scratch=scratch,
+        provenance=_provenance(config, run),
+        codec=config.corpus.codec,
+        level=config.corpus.codec_level,
+        client=client,
+        append=append_to is not None,
+    )
+    run.record_failures(summary.failures)
+    return _describe(summary, plan)
+
+
+# -- which groups and images ---------------------------------------------------------------
+class KeptGroup:
+    """A kept group with the members that stay in it and its anchor chip's cluster."""
+
+    def __init__(self, group: ImageGroup, members: Sequence[str], cluster_id: int) -> None:
+        self.group = group
+        self.member_scenes = tuple(members)
+        self.cluster_id = cluster_id
+
+
+def chip_id(group_id: str, scene_id: str) -> str:
+    """The chip id of a group member, as describe and dedup name chips."""
+    return f"{group_id}/{scene_id}"
+
+
+def kept_groups(
+    groups: Sequence[ImageGroup],
+    selection: pd.DataFrame,
+    *,
+    skip: set[str] = frozenset(),  # type: ignore[assignment]
+) -> list[KeptGroup]:
+    """Groups whose anchor chip is kept; members whose own chip was dropped are left out.
+
+    Members the selection does not list (dedup may judge anchors only) stay in.
+    """
+    missing = {"chip_id", "group_id", "kept", "cluster_id"} - set(selection.columns)
+    if missing:
+        raise StageError(f"selection.parquet lacks the columns {sorted(missing)}; rerun dedup")
+    kept = dict(zip(selection["chip_id"].astype(str), selection["kept"].astype(bool), strict=True))
+    cluster = dict(zip(selection["chip_id"].astype(str), selection["cluster_id"], strict=True))
+    out = []
+    for g in groups:
+        anchor = chip_id(g.group_id, g.anchor_scene_id)
+        if g.group_id in skip or not kept.get(anchor, False):
+            continue
+        members = [m.scene_id for m in g.members if kept.get(chip_id(g.group_id, m.scene_id), True)]
+        members = [g.anchor_scene_id] + [m for m in members if m != g.anchor_scene_id]
+        c = cluster.get(anchor)
+        out.append(KeptGroup(g, members, -1 if c is None or pd.isna(c) else int(c)))
+    return out
+
+
+def _chip_size_m(kept: Sequence[KeptGroup]) -> float:
+    """The ground size shared by the groups' chips (the most common one, if they differ)."""
+    sizes = Counter(round(k.group.chip_size_m, 6) for k in kept)
+    if len(sizes) > 1:
+        log.warning("groups have chip sizes %s m; the corpus uses the most common", dict(sizes))
+    return float(sizes.most_common(1)[0][0])
+
+
+def specs_of(
+    kept: Sequence[KeptGroup],
+    scenes: dict[str, SceneRecord],
+    layouts: dict[str, SensorLayout],
+    val_fraction: float,
+) -> tuple[list[GroupSpec], list[ImageSpec]]:
+    """Group and image specs of the kept groups; each member on the anchor's CRS at its GSD."""
+    groups, images = [], []
+    for k in kept:
+        g = k.group
+        fp = g.footprint
+        lon, lat = fp.centroid.x, fp.centroid.y
+        members = []
+        for scene_id in k.member_scenes:
+            scene = scenes.get(scene_id)
+            if scene is None:
+                raise StageError(f"group {g.group_id}: scene {scene_id} is not in scenes.parquet")
+            lay = layouts[scene.sensor]
+            img = ImageSpec(
+                image_id=chip_id(g.group_id, scene_id),
+                sensor=scene.sensor,
+                group_id=g.group_id,
+                scene_id=scene_id,
+                datetime_ns=int(pd.Timestamp(scene.datetime).value),
+                crs=g.crs,
+                transform=(lay.gsd, 0.0, g.bounds[0], 0.0, -lay.gsd, g.bounds[3]),
+                gsd=lay.gsd,
+                lon=lon,
+                lat=lat,
+                cloud_cover=_num(scene.cloud_cover),
+                sun_elevation=_num(scene.sun_elevation),
+                off_nadir=_num(scene.off_nadir),
+                source_item=scene.id,
+                source_href=_href(scene),
+            )
+            images.append(img)
+            members.append((scene.sensor, img.image_id))
+        groups.append(
+            GroupSpec(
+                group_id=g.group_id,
+                members=tuple(members),
+                crs=g.crs,
+                bounds=g.bounds,
+                lonlat_bounds=tuple(float(v) for v in fp.bounds),  # type: ignore[arg-type]
+                cluster_id=k.cluster_id,
+                split=split_of(g.group_id, val_fraction),
+            )
+        )
+    return groups, images
+
+
+def _num(v: float | None) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _href(scene: SceneRecord) -> str:
+    if scene.self_href:
+        return scene.self_href
+    if scene.api_url:
+        return f"{scene.api_url.rstrip('/')}/collections/{scene.collection}/items/{scene.id}"
+    return ""
+
+
+# -- appending -------------------------------------------------------------------------------
+class _Base:
+    def __init__(
+        self, meta: dict[str, Any], group_ids: set[str], per_shard: dict[str, int]
+    ) -> None:
+        self.images = {s: int(n) for s, n in meta["counts"]["images"].items()}
+        self.groups = int(meta["counts"]["groups"])
+        self.group_ids = group_ids
+        self.images_per_shard = per_shard
+
+
+def _append_base(location: CorpusLocation, *, resuming: bool) -> _Base:
+    """What the corpus to append to holds (its attributes still describe the old corpus)."""
+    root = location.open_group()
+    check_root_attrs(
+        root_attrs(root), location.url_of("corpus.zarr"), require_complete=not resuming
+    )
+    meta = corpus_meta(root)
+    n = int(meta["counts"]["groups"])
+    group_ids = {str(v) for v in values_at(root, f"{GROUPS_GROUP}/group_id", slice(0, n))}
+    per_shard = {}
+    for s in meta["sensors"]:
+        arr = array_at(root, f"{SENSORS_GROUP}/{s}/pixels")
+        per_shard[s] = int((arr.shards or arr.chunks)[0])
+    return _Base(meta, group_ids, per_shard)
+
+
+def _provenance(config: RunConfig, run: RunDir) -> Provenance:
+    s = config.search
+    query = {
+        "bbox": list(s.bbox) if s.bbox else None,
+        "start": s.start.isoformat() if s.start else None,
+        "end": s.end.isoformat() if s.end else None,
+        "max_cloud_cover": s.max_cloud_cover,
+    }
+    return Provenance(
+        config=config.model_dump(mode="json"),
+        config_hash=run.config_hash,
+        sources=[
+            {"api": a.url, "collections": list(a.collections), "query": query} for a in s.apis
+        ],
+        collection_id=f"terracorpus-{run.config_hash[:12]}",
+    )
+
+
+def _describe(summary: WriteSummary, plan: CorpusPlan) -> str:
+    imgs = ", ".join(f"{s} {n}" for s, n in sorted(summary.images.items()))
+    text = (
+        f"{summary.groups} groups, images {imgs}; {summary.shards_written} shards written"
+        + (
+            f", {summary.shards_reused} reused from an interrupted run"
+            if summary.shards_reused
+            else ""
+        )
+        + f" -> {summary.url}"
+    )
+    if summary.failures:
+        text += (
+            f"; {len(summary.failures)} unreadable images written as unusable (failures.parquet)"
+        )
+    return text
