@@ -1,0 +1,151 @@
+"""``terracorpus train``, ``probe`` and ``export`` (plugged into the CLI by entry points)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from terracorpus.training.errors import TrainingError
+
+EXIT_USER_ERROR = 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(fn: F) -> F:
+    """Our errors become ``error: <message>`` and exit status 2, like the other commands."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TrainingError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.command()
+@click.option(
+    "--corpus", required=True, help="Corpus directory (or its corpus.zarr), local or fsspec URL."
+)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Train config YAML.")
+@click.option(
+    "--model", default=None, help="Model size: tiny, small, base, large (overrides the config)."
+)
+@click.option("--out", default="train-run", show_default=True, type=click.Path(file_okay=False))
+@click.option("--steps", type=int, default=None, help="Override the config's steps.")
+@click.option("--until", type=int, default=None, help="Stop after this step (schedule unchanged).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_user_errors
+def train(
+    corpus: str, config_path: str | None, model: str | None, out: str, steps: int | None,
+    until: int | None,
+    resume: bool, overwrite: bool, no_progress: bool,
+) -> None:  # fmt: skip
+    """Pre-train A²-MAE on a corpus; writes checkpoints/, metrics.jsonl and config.yaml to --out.
+
+    Several GPUs or nodes: torchrun --nproc-per-node N -m terracorpus.training.cli train ...
+    """
+    from terracorpus.training.config import load_train_config
+    from terracorpus.training.trainer import train as run_train
+
+    cfg = load_train_config(config_path, model=model, steps=steps)
+    result = run_train(corpus, cfg, out, resume=resume, overwrite=overwrite, progress=not no_progress,
+                       until=until)  # fmt: skip
+    if result.losses:
+        click.echo(
+            f"trained steps {result.start_step + 1}-{result.steps}: loss "
+            f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}; run in {result.out_dir}"
+        )
+    else:
+        click.echo(f"nothing to do: the run in {result.out_dir} is at step {result.steps}")
+
+
+@click.command()
+@click.option(
+    "--encoder",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Export directory.",
+)
+@click.option("--corpus", required=True, help="Corpus with labels (or give --labels).")
+@click.option(
+    "--labels", type=click.Path(exists=True, dir_okay=False), help="Parquet: image_id, label."
+)
+@click.option("--max-image-px", default=128, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--workers", default=0, show_default=True, help="DataLoader workers.")
+@click.option(
+    "--compare-random", is_flag=True, help="Also probe the same model with random weights."
+)
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), help="Write the scores as JSON."
+)
+@_user_errors
+def probe(
+    encoder: str, corpus: str, labels: str | None, max_image_px: int, batch_size: int,
+    workers: int, compare_random: bool, json_out: str | None,
+) -> None:  # fmt: skip
+    """Linear-probe and kNN scores of a frozen encoder on the anchors' land-cover labels."""
+    import torch
+
+    from terracorpus.training.corpus import open_corpus
+    from terracorpus.training.export import load_encoder
+    from terracorpus.training.model import A2MAE
+    from terracorpus.training.probe import probe as run_probe
+
+    reader = open_corpus(corpus)
+    model = load_encoder(encoder)
+    models = {"encoder": model}
+    if compare_random:
+        torch.manual_seed(0)
+        models["random"] = A2MAE(model.args)
+    scores = {}
+    for name, m in models.items():
+        result = run_probe(m, reader, labels_path=labels, max_image_px=max_image_px,
+                           batch_size=batch_size, num_workers=workers)  # fmt: skip
+        scores[name] = result.as_dict()
+        click.echo(
+            f"{name}: linear acc {result.linear_accuracy:.3f} macro-F1 {result.linear_macro_f1:.3f} | "
+            f"kNN acc {result.knn_accuracy:.3f} macro-F1 {result.knn_macro_f1:.3f} "
+            f"({result.n_train} train / {result.n_val} val groups, {result.n_classes} classes)"
+        )
+    if json_out:
+        Path(json_out).write_text(json.dumps(scores, indent=2))
+
+
+@click.command()
+@click.option(
+    "--checkpoint", required=True, type=click.Path(exists=True), help="Run dir or .pt file."
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Export directory.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out.")
+@_user_errors
+def export(checkpoint: str, out: str, overwrite: bool) -> None:
+    """Export the encoder of a checkpoint as encoder.safetensors + encoder.json."""
+    from terracorpus.training.export import export_encoder
+
+    path = export_encoder(checkpoint, out, overwrite=overwrite)
+    click.echo(f"encoder written to {path}")
+
+
+@click.group()
+def _torchrun_main() -> None:
+    """Entry for ``torchrun -m terracorpus.training.cli train ...`` (DDP)."""
+
+
+_torchrun_main.add_command(train)
+_torchrun_main.add_command(probe)
+_torchrun_main.add_command(export)
+
+if __name__ == "__main__":
+    _torchrun_main()

@@ -1,0 +1,397 @@
+"""Read a terracorpus corpus (format version 1, ``docs/corpus-format.md``) without our other code.
+
+:class:`CorpusReader` parses the store's attributes and small tables once (sensors and their
+bands, the group CSR tables, the manifest's per-image checksums) and reads pixels one image at
+a time, so the store is never loaded into memory. It holds no open Zarr handle while pickled:
+each DataLoader worker opens the store itself on first use.
+
+A missing or corrupt shard raises :class:`CorpusReadError` naming the shard; an image whose raw
+bytes do not match the manifest's sha256 is never returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.sync import sync
+
+from terracorpus.training.errors import CorpusFormatError, CorpusReadError
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "terracorpus-corpus"
+SUPPORTED_VERSIONS = (1,)
+_META_ARRAYS = ("datetime", "transform", "gsd", "lon", "lat", "crs")
+
+
+@dataclass(frozen=True)
+class Band:
+    """One band of a sensor, as the corpus describes it (wavelengths in µm, GSD in m)."""
+
+    name: str
+    center_wavelength: float
+    full_width_half_max: float
+    gsd: float
+    scale: float
+    offset: float
+    nodata: float | None
+
+
+@dataclass(frozen=True)
+class SensorInfo:
+    """A sensor of the corpus: its bands, GSD, chip size, image count and shard length."""
+
+    name: str
+    bands: tuple[Band, ...]
+    gsd: float
+    dtype: str
+    chip_size: tuple[int, int]
+    n_images: int
+    images_per_shard: int
+
+    @property
+    def wavelengths(self) -> np.ndarray:
+        return np.array([b.center_wavelength for b in self.bands], dtype=np.float32)
+
+    @property
+    def bandwidths(self) -> np.ndarray:
+        return np.array([b.full_width_half_max for b in self.bands], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class GroupTable:
+    """The group tables of ``groups/``: member CSR layout (anchor first) and the split."""
+
+    group_id: np.ndarray  # (G,) str
+    member_offsets: np.ndarray  # (G + 1,) int64
+    member_sensor: np.ndarray  # (M,) str
+    member_index: np.ndarray  # (M,) int64
+    split: np.ndarray  # (G,) str
+
+    def __len__(self) -> int:
+        return len(self.group_id)
+
+    def members(self, group: int) -> list[tuple[str, int]]:
+        """(sensor, row) of every image of ``group``; the anchor comes first."""
+        start, stop = int(self.member_offsets[group]), int(self.member_offsets[group + 1])
+        return [
+            (str(s), int(r))
+            for s, r in zip(
+                self.member_sensor[start:stop], self.member_index[start:stop], strict=True
+            )
+        ]
+
+    def indices(self, split: str | None) -> np.ndarray:
+        """Group indices of ``split`` (``train``/``val``), or of every group when None."""
+        if split is None:
+            return np.arange(len(self), dtype=np.int64)
+        return np.flatnonzero(self.split == split).astype(np.int64)
+
+
+@dataclass
+class RawImage:
+    """One image read from the corpus, in physical units, with its ground frame and metadata."""
+
+    sensor: str
+    row: int
+    pixels: np.ndarray  # (C, H, W) float32, physical values, 0 where not valid
+    valid: np.ndarray  # (H, W) bool
+    transform: np.ndarray  # (6,) float64 affine (a, b, c, d, e, f) in the image's CRS
+    gsd: float
+    lon: float
+    lat: float
+    datetime_ns: int  # ns since epoch; INT64 min when unknown
+    crs: str
+
+
+class CorpusReader:
+    """A format-v1 corpus opened for reading; pickles to its path, reopens the store on use.
+
+    Args:
+        path: the corpus directory (holding ``corpus.zarr``) or the ``corpus.zarr`` store itself;
+            a local path or an fsspec URL.
+        verify: check each image's raw bytes against the manifest's sha256 (cheap; on by default).
+    """
+
+    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
+        self.path = str(path)
+        self.store_path = _store_path(self.path)
+        self.verify = verify
+        attrs = _read_attrs(self.store_path)
+        self.attrs: dict[str, Any] = attrs
+        self.sensors: dict[str, SensorInfo] = _parse_sensors(attrs, self._root)
+        self.groups: GroupTable = _read_groups(self._root, self.store_path)
+        if len(self.groups) == 0:
+            raise CorpusFormatError(
+                f"corpus {self.path} has no groups; build it from a curation run that kept groups"
+            )
+        self._checksums = _read_checksums(self.path, self.sensors) if verify else {}
+        self._checked_shards: set[tuple[str, int]] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_root", "_arrays", "_meta"):
+            state.pop(key, None)  # Zarr handles are reopened in the receiving process
+        return state
+
+    @cached_property
+    def _root(self) -> zarr.Group:
+        return _open_group(self.store_path)
+
+    @cached_property
+    def _arrays(self) -> dict[str, tuple[zarr.Array, zarr.Array]]:
+        root = self._root
+        return {s: (root[f"sensors/{s}/pixels"], root[f"sensors/{s}/valid"]) for s in self.sensors}  # type: ignore[misc]
+
+    @cached_property
+    def _meta(self) -> dict[str, dict[str, np.ndarray]]:
+        # Per-image metadata is small (tens of bytes per image): read once per process.
+        return {
+            s: {name: np.asarray(self._root[f"sensors/{s}/{name}"][:]) for name in _META_ARRAYS}
+            for s in self.sensors
+        }
+
+    def labels(self, sensor: str) -> np.ndarray | None:
+        """The optional per-image ``label`` array of ``sensor`` (int, -1 unknown), or None."""
+        group = self._root[f"sensors/{sensor}"]
+        assert isinstance(group, zarr.Group)
+        if "label" not in group:
+            return None
+        return np.asarray(group["label"][:]).astype(np.int64)
+
+    def image_ids(self, sensor: str) -> np.ndarray:
+        """The ``image_id`` array of ``sensor`` (str)."""
+        return np.asarray(self._root[f"sensors/{sensor}/image_id"][:]).astype(object).astype(str)
+
+    def shard_key(self, sensor: str, row: int) -> str:
+        """The store key of the shard (or chunk) that holds image ``row`` of ``sensor``."""
+        pixels = self._arrays[sensor][0]
+        per = self.sensors[sensor].images_per_shard
+        key = pixels.metadata.chunk_key_encoding.encode_chunk_key((row // per, 0, 0, 0))  # type: ignore[union-attr]
+        return f"sensors/{sensor}/pixels/{key}"
+
+    def read_image(self, sensor: str, row: int) -> RawImage:
+        """Read one image: physical float32 pixels (nodata -> 0), validity and metadata."""
+        info = self.sensors[sensor]
+        raw, valid = self._read_raw(sensor, row)
+        meta = self._meta[sensor]
+        return RawImage(
+            sensor=sensor,
+            row=row,
+            pixels=_to_physical(raw, valid, info),
+            valid=valid & _nodata_ok(raw, info),
+            transform=np.asarray(meta["transform"][row], dtype=np.float64),
+            gsd=float(meta["gsd"][row]),
+            lon=float(meta["lon"][row]),
+            lat=float(meta["lat"][row]),
+            datetime_ns=int(meta["datetime"][row]),
+            crs=str(meta["crs"][row]),
+        )
+
+    def _read_raw(self, sensor: str, row: int) -> tuple[np.ndarray, np.ndarray]:
+        pixels, valid = self._arrays[sensor]
+        self._check_shard_exists(sensor, row)
+        try:
+            raw = np.asarray(pixels[row])
+            mask = np.asarray(valid[row]).astype(bool)
+        except Exception as e:  # codec errors surface as RuntimeError/ValueError from numcodecs
+            raise CorpusReadError(
+                f"corpus {self.path}: shard {self.shard_key(sensor, row)} is corrupt "
+                f"(reading image {row} of {sensor}: {e}); re-run materialize to rewrite it"
+            ) from e
+        expected = self._checksums.get(sensor)
+        if (
+            expected is not None
+            and hashlib.sha256(raw.tobytes()).digest() != expected[row].tobytes()
+        ):
+            raise CorpusReadError(
+                f"corpus {self.path}: image {row} of {sensor} in shard "
+                f"{self.shard_key(sensor, row)} does not match its manifest sha256; the shard is "
+                "corrupt, run `terracorpus corpus validate` and re-run materialize"
+            )
+        return raw, mask
+
+    def _check_shard_exists(self, sensor: str, row: int) -> None:
+        # Zarr returns fill values for a missing shard; we must never hand those out as pixels.
+        shard = (sensor, row // self.sensors[sensor].images_per_shard)
+        if shard in self._checked_shards:
+            return
+        key = self.shard_key(sensor, row)
+        store = self._arrays[sensor][0].store_path.store
+        if not sync(store.exists(key)):
+            raise CorpusReadError(
+                f"corpus {self.path}: shard {key} is missing (image {row} of {sensor}); "
+                "the corpus is incomplete, re-run materialize"
+            )
+        self._checked_shards.add(shard)
+
+
+def open_corpus(path: str | Path, *, verify: bool = True) -> CorpusReader:
+    """Open a corpus for reading; raises :class:`CorpusFormatError` when it is not readable."""
+    return CorpusReader(path, verify=verify)
+
+
+def _store_path(path: str) -> str:
+    stripped = path.rstrip("/")
+    return stripped if stripped.endswith(".zarr") else f"{stripped}/corpus.zarr"
+
+
+def _open_group(store_path: str) -> zarr.Group:
+    try:
+        return zarr.open_group(store_path, mode="r")
+    except (
+        FileNotFoundError,
+        zarr.errors.GroupNotFoundError,
+        zarr.errors.NodeTypeValidationError,
+    ) as e:
+        raise CorpusFormatError(
+            f"no corpus at {store_path}: expected a Zarr v3 group written by `terracorpus "
+            "materialize` (give the corpus directory or its corpus.zarr)"
+        ) from e
+
+
+def _read_attrs(store_path: str) -> dict[str, Any]:
+    attrs = _open_group(store_path).attrs.asdict().get("terracorpus")
+    if not isinstance(attrs, dict) or attrs.get("format") != FORMAT_NAME:
+        raise CorpusFormatError(
+            f"{store_path} is not a terracorpus corpus: its attributes lack "
+            f"terracorpus.format = {FORMAT_NAME!r}"
+        )
+    version = attrs.get("format_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise CorpusFormatError(
+            f"corpus {store_path} has format_version {version!r}; this reader reads versions "
+            f"{list(SUPPORTED_VERSIONS)}: upgrade terracorpus or rebuild the corpus"
+        )
+    if attrs.get("complete") is not True:
+        raise CorpusFormatError(
+            f"corpus {store_path} is incomplete (complete is not true): its write did not finish; "
+            "re-run materialize to finish it"
+        )
+    return attrs
+
+
+def _parse_sensors(attrs: dict[str, Any], root: zarr.Group) -> dict[str, SensorInfo]:
+    sensors = attrs.get("sensors") or {}
+    if not sensors:
+        raise CorpusFormatError("corpus has no sensors in its attributes; it is empty")
+    return {name: _parse_sensor(name, spec, root) for name, spec in sensors.items()}
+
+
+def _parse_sensor(name: str, spec: dict[str, Any], root: zarr.Group) -> SensorInfo:
+    try:
+        pixels = root[f"sensors/{name}/pixels"]
+    except KeyError as e:
+        raise CorpusFormatError(
+            f"sensor {name} is listed but sensors/{name}/pixels is missing"
+        ) from e
+    assert isinstance(pixels, zarr.Array)
+    bands = tuple(_parse_band(name, b) for b in spec.get("bands", []))
+    if len(bands) != pixels.shape[1]:
+        raise CorpusFormatError(
+            f"sensor {name}: attributes list {len(bands)} bands but pixels has {pixels.shape[1]}"
+        )
+    shards = pixels.shards or pixels.chunks
+    return SensorInfo(
+        name=name,
+        bands=bands,
+        gsd=float(spec.get("gsd", bands[0].gsd if bands else math.nan)),
+        dtype=str(pixels.dtype),
+        chip_size=(int(pixels.shape[2]), int(pixels.shape[3])),
+        n_images=int(pixels.shape[0]),
+        images_per_shard=int(shards[0]),
+    )
+
+
+def _parse_band(sensor: str, b: dict[str, Any]) -> Band:
+    wl = b.get("center_wavelength")
+    if not isinstance(wl, int | float) or not math.isfinite(wl) or wl <= 0:
+        raise CorpusFormatError(
+            f"sensor {sensor} band {b.get('name')!r} has no center_wavelength (got {wl!r}); "
+            "the model is conditioned on wavelengths: add them to the sensor registry and rebuild"
+        )
+    fwhm = b.get("full_width_half_max")
+    fwhm = float(fwhm) if isinstance(fwhm, int | float) and math.isfinite(fwhm) else 0.0
+    nodata = b.get("nodata")
+    return Band(
+        name=str(b.get("name")),
+        center_wavelength=float(wl),
+        full_width_half_max=fwhm,
+        gsd=float(b.get("gsd", math.nan)),
+        scale=float(b.get("scale", 1.0) if b.get("scale") is not None else 1.0),
+        offset=float(b.get("offset", 0.0) if b.get("offset") is not None else 0.0),
+        nodata=None if nodata is None else float(nodata),
+    )
+
+
+def _read_groups(root: zarr.Group, store_path: str) -> GroupTable:
+    try:
+        g = root["groups"]
+        arrays = {k: np.asarray(g[k][:]) for k in _GROUP_ARRAYS}  # type: ignore[index]
+    except KeyError as e:
+        raise CorpusFormatError(f"corpus {store_path} lacks the group table {e}") from e
+    return GroupTable(
+        group_id=arrays["group_id"].astype(object).astype(str),
+        member_offsets=arrays["member_offsets"].astype(np.int64),
+        member_sensor=arrays["member_sensor"].astype(object).astype(str),
+        member_index=arrays["member_index"].astype(np.int64),
+        split=arrays["split"].astype(object).astype(str),
+    )
+
+
+_GROUP_ARRAYS = ("group_id", "member_offsets", "member_sensor", "member_index", "split")
+
+
+def _read_checksums(path: str, sensors: dict[str, SensorInfo]) -> dict[str, np.ndarray]:
+    import fsspec
+    import pyarrow.parquet as pq
+
+    manifest = f"{path.rstrip('/').removesuffix('/corpus.zarr')}/manifest.parquet"
+    fs, fs_path = fsspec.core.url_to_fs(manifest)
+    if not fs.exists(fs_path):
+        log.warning("%s not found: pixels are read without checksum verification", manifest)
+        return {}
+    with fs.open(fs_path, "rb") as f:
+        table = pq.read_table(f, columns=["sensor", "row", "sha256"]).to_pandas()
+    out: dict[str, np.ndarray] = {}
+    for sensor, info in sensors.items():
+        rows = table[table["sensor"] == sensor]
+        digests = np.zeros((info.n_images, 32), dtype=np.uint8)
+        digests[rows["row"].to_numpy()] = np.frombuffer(
+            bytes.fromhex("".join(rows["sha256"])), dtype=np.uint8
+        ).reshape(-1, 32)
+        if len(rows) == info.n_images:
+            out[sensor] = digests
+        else:
+            log.warning(
+                "manifest lists %d of %d images of %s: not verifying it",
+                len(rows),
+                info.n_images,
+                sensor,
+            )
+    return out
+
+
+def _nodata_ok(raw: np.ndarray, info: SensorInfo) -> np.ndarray:
+    ok = np.ones(raw.shape[1:], dtype=bool)
+    for i, band in enumerate(info.bands):
+        if band.nodata is not None:
+            ok &= raw[i] != band.nodata
+    return ok
+
+
+def _to_physical(raw: np.ndarray, valid: np.ndarray, info: SensorInfo) -> np.ndarray:
+    scale = np.array([b.scale for b in info.bands], dtype=np.float32)[:, None, None]
+    offset = np.array([b.offset for b in info.bands], dtype=np.float32)[:, None, None]
+    phys = raw.astype(np.float32) * scale + offset  # (C, H, W)
+    ok = valid & _nodata_ok(raw, info)
+    phys[:, ~ok] = 0.0
+    return phys

@@ -1,0 +1,141 @@
+"""Linear-probe and kNN evaluation of a frozen encoder on the corpus's land-cover labels.
+
+Features: the encoder's output mean-pooled over each group's anchor image (every token
+visible). Labels: the optional per-image ``sensors/<sensor>/label`` array of the corpus (the
+demo world's majority land-cover class; -1 unknown), or a parquet file with columns
+``image_id, label``. Train/val: the corpus's ``groups/split``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from terracorpus.training.corpus import CorpusReader
+from terracorpus.training.data import DataConfig, make_loader
+from terracorpus.training.errors import ProbeError
+from terracorpus.training.model import A2MAE
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Scores on the val groups; counts of labelled groups used."""
+
+    n_train: int
+    n_val: int
+    n_classes: int
+    linear_accuracy: float
+    linear_macro_f1: float
+    knn_accuracy: float
+    knn_macro_f1: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def anchor_labels(reader: CorpusReader, labels_path: str | Path | None = None) -> np.ndarray:
+    """(G,) int label of each group's anchor image; -1 where unknown."""
+    table = _labels_table(labels_path) if labels_path is not None else None
+    out = np.full(len(reader.groups), -1, dtype=np.int64)
+    anchors = [reader.groups.members(g)[0] for g in range(len(reader.groups))]
+    for sensor in {s for s, _ in anchors}:
+        picks = [(g, row) for g, (s, row) in enumerate(anchors) if s == sensor]
+        if table is not None:
+            ids = reader.image_ids(sensor)
+            values = np.array([table.get(ids[row], -1) for _, row in picks], dtype=np.int64)
+        else:
+            labels = reader.labels(sensor)
+            if labels is None:
+                raise ProbeError(
+                    f"corpus {reader.path} has no sensors/{sensor}/label array; pass --labels "
+                    "labels.parquet (columns image_id, label)"
+                )
+            values = labels[[row for _, row in picks]]
+        out[[g for g, _ in picks]] = values
+    return out
+
+
+def _labels_table(path: str | Path) -> dict[str, int]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path, columns=["image_id", "label"])
+    except Exception as e:
+        raise ProbeError(
+            f"cannot read labels {path}: {e} (expected columns image_id, label)"
+        ) from e
+    return dict(zip(frame["image_id"].astype(str), frame["label"].astype(int), strict=True))
+
+
+@torch.no_grad()
+def extract_features(
+    model: A2MAE,
+    reader: CorpusReader,
+    *,
+    max_image_px: int = 128,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """(G, D) frozen-encoder features of every group's anchor image, in group order."""
+    cfg = DataConfig(
+        patch_px=model.args.patch_px, max_image_px=max_image_px, mask_ratio=0.0,
+        split=None, shuffle=False, anchor_only=True,
+    )  # fmt: skip
+    loader = make_loader(reader, cfg, batch_size=batch_size, num_workers=num_workers, epochs=1)
+    model.eval().to(device)
+    feats = np.zeros((len(reader.groups), model.args.dim), dtype=np.float32)
+    for batch in loader:
+        feats[batch.groups.numpy()] = model.features(batch.to(device)).float().cpu().numpy()
+    return feats
+
+
+def fit_probes(
+    features: np.ndarray, labels: np.ndarray, split: np.ndarray, *, k: int = 5, seed: int = 0
+) -> ProbeResult:
+    """Fit a logistic-regression probe and a kNN classifier on ``train``, score on ``val``."""
+    known = labels >= 0
+    train, val = known & (split == "train"), known & (split == "val")
+    if train.sum() < 2 or val.sum() < 1 or len(np.unique(labels[train])) < 2:
+        raise ProbeError(
+            f"too few labelled groups to probe: {int(train.sum())} train, {int(val.sum())} val, "
+            f"{len(np.unique(labels[train]))} classes in train; use a larger corpus"
+        )
+    x_tr, y_tr, x_va, y_va = features[train], labels[train], features[val], labels[val]
+    linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    knn = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(k, len(y_tr))))
+    scores: dict[str, float] = {}
+    for name, clf in (("linear", linear), ("knn", knn)):
+        pred = clf.fit(x_tr, y_tr).predict(x_va)
+        scores[f"{name}_accuracy"] = float(accuracy_score(y_va, pred))
+        scores[f"{name}_macro_f1"] = float(f1_score(y_va, pred, average="macro", zero_division=0))
+    return ProbeResult(int(train.sum()), int(val.sum()), len(np.unique(labels[known])), **scores)
+
+
+def probe(
+    model: A2MAE,
+    reader: CorpusReader,
+    *,
+    labels_path: str | Path | None = None,
+    max_image_px: int = 128,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    k: int = 5,
+    device: str | torch.device = "cpu",
+) -> ProbeResult:
+    """Features of every anchor, then linear and kNN probes split by the corpus's groups/split."""
+    labels = anchor_labels(reader, labels_path)
+    feats = extract_features(
+        model, reader, max_image_px=max_image_px, batch_size=batch_size,
+        num_workers=num_workers, device=device,
+    )  # fmt: skip
+    return fit_probes(feats, labels, reader.groups.split, k=k)
