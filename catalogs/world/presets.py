@@ -1,0 +1,90 @@
+"""World presets: how large the regions are and how many acquisitions each sensor makes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from terracorpus.catalogs.errors import WorldError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes (metres, multiples of 60) and acquisition counts over ``start``..``end``.
+
+    ``naip_quads`` splits the NAIP region into n x n quarter-quad items per NAIP year.
+    """
+
+    name: str
+    start: date
+    end: date
+    sizes_m: tuple[tuple[str, float], ...]
+    n_s2: int
+    n_landsat: int
+    n_gaofen: int
+    naip_quads: int
+    naip_years: tuple[int, ...]
+
+    def size_of(self, region: str) -> float:
+        return dict(self.sizes_m)[region]
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny",
+        start=date(2023, 1, 1),
+        end=date(2023, 12, 31),
+        sizes_m=(
+            ("iowa-prairie", 1500.0),
+            ("north-slope", 3000.0),
+            ("moselle-utm31-32", 3600.0),
+            ("hubei-lakes", 1800.0),
+        ),
+        n_s2=4,
+        n_landsat=2,
+        n_gaofen=2,
+        naip_quads=1,
+        naip_years=(2023,),
+    ),
+    "small": Preset(
+        name="small",
+        start=date(2023, 1, 1),
+        end=date(2023, 12, 31),
+        sizes_m=(
+            ("iowa-prairie", 3600.0),
+            ("north-slope", 6000.0),
+            ("moselle-utm31-32", 7200.0),
+            ("hubei-lakes", 4800.0),
+        ),
+        n_s2=14,
+        n_landsat=8,
+        n_gaofen=5,
+        naip_quads=2,
+        naip_years=(2023,),
+    ),
+    "bench": Preset(
+        name="bench",
+        start=date(2022, 1, 1),
+        end=date(2023, 12, 31),
+        sizes_m=(
+            ("iowa-prairie", 6000.0),
+            ("north-slope", 12000.0),
+            ("moselle-utm31-32", 14400.0),
+            ("hubei-lakes", 9600.0),
+        ),
+        n_s2=40,
+        n_landsat=20,
+        n_gaofen=10,
+        naip_quads=2,
+        naip_years=(2021, 2023),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise WorldError(
+            f"unknown world preset {name!r}; choose one of {', '.join(PRESETS)}"
+        ) from None
