@@ -7,6 +7,7 @@ and how to publish a store atomically on the filesystem at hand.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,12 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 from zarr.storage import FsspecStore, LocalStore, StoreLike
 
-from terracorpus.pipelines.corpus.format import COLLECTION_NAME, MANIFEST_NAME, STORE_NAME
+from terracorpus.pipelines.corpus.format import (
+    ATTRS_KEY,
+    COLLECTION_NAME,
+    MANIFEST_NAME,
+    STORE_NAME,
+)
 from terracorpus.pipelines.errors import CorpusError
 
 PARTIAL_SUFFIX = ".partial"
@@ -80,6 +86,18 @@ class CorpusLocation:
 
     def exists(self) -> bool:
         return bool(self.fs().exists(self.path(STORE_NAME)))
+
+    def has_complete_store(self) -> bool:
+        """True if a finished corpus store is there (its root says ``complete: true``)."""
+        path = self.path(f"{STORE_NAME}/zarr.json")
+        fs = self.fs()
+        if not fs.exists(path):
+            return False
+        try:
+            meta = json.loads(fs.cat_file(path)).get("attributes", {}).get(ATTRS_KEY, {})
+        except (ValueError, AttributeError):
+            return False
+        return isinstance(meta, dict) and meta.get("complete") is True
 
     def publish(self) -> None:
         """Make the store written under its temporary name the corpus (local: a rename).

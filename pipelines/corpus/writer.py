@@ -110,7 +110,7 @@ def write_corpus(
         append: grow the existing corpus at ``location`` instead of writing a new one.
     """
     store_name = STORE_NAME if append else location.partial_name
-    if not append and location.exists():
+    if not append and (location.has_complete_store() or (location.is_local and location.exists())):
         raise CorpusError(
             f"a corpus already exists at {location.url_of(STORE_NAME)}; remove it, write to "
             "another place, or append to it with --append-to"
