@@ -1,8 +1,9 @@
 """Land-cover labels for demo-world corpora (the optional ``label`` array the probe uses).
 
-A demo world keeps its truth beside its items (``<world>/truth/``). When the scenes' asset
-hrefs are files inside such a world, each chip gets the majority land-cover class of its
-footprint from :func:`terracorpus.catalogs.world.read_truth`; otherwise no labels are written.
+A demo world keeps a ``world.json`` and its land-cover truth beside its COGs. When the
+scenes' asset hrefs are files inside such a world, each chip gets the majority land-cover
+class of its footprint (:func:`terracorpus.catalogs.world.read_truth`; class 0 is the
+truth's nodata and never wins); chips outside the truth get -1. Other sources get no labels.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from terracorpus.catalogs.errors import WorldError
 from terracorpus.catalogs.scene import SceneRecord
+from terracorpus.catalogs.world.truth import WORLD_FILE, read_truth
 from terracorpus.pipelines.corpus.format import NO_LABEL
 
 log = logging.getLogger(__name__)
 
-TRUTH_DIR = "truth"
+TRUTH_NODATA = 0
 
 
 def find_world_dir(scenes: Iterable[SceneRecord]) -> Path | None:
@@ -28,11 +31,11 @@ def find_world_dir(scenes: Iterable[SceneRecord]) -> Path | None:
         for _, ref in scene.bands:
             href = ref.href.removeprefix("file://")
             if "://" in href:
-                continue
+                return None
             for parent in Path(href).resolve().parents:
-                if (parent / TRUTH_DIR).is_dir():
+                if (parent / WORLD_FILE).is_file():
                     return parent
-        break  # one scene tells where the world is
+            return None
     return None
 
 
@@ -43,23 +46,20 @@ class WorldLabeller:
     world_dir: str
 
     def __call__(self, bounds: tuple[float, float, float, float], crs: str) -> int:
-        from terracorpus.catalogs.world import read_truth
-
-        classes = np.asarray(read_truth(self.world_dir, bounds, crs))
-        classes = classes[classes >= 0]
+        try:
+            classes = np.asarray(read_truth(self.world_dir, bounds, crs)).ravel()
+        except WorldError:
+            return NO_LABEL
+        classes = classes[classes != TRUTH_NODATA]
         if classes.size == 0:
             return NO_LABEL
-        return int(np.bincount(classes.astype("int64").ravel()).argmax())
+        return int(np.bincount(classes.astype("int64")).argmax())
 
 
 def world_labeller(scenes: Iterable[SceneRecord]) -> WorldLabeller | None:
-    """A labeller when the scenes come from a demo world with truth, else None."""
+    """A labeller when the scenes come from a demo world, else None."""
     world = find_world_dir(scenes)
     if world is None:
         return None
-    try:
-        from terracorpus.catalogs.world import read_truth  # noqa: F401
-    except ImportError:
-        log.warning("scenes come from the demo world %s, but read_truth is unavailable", world)
-        return None
+    log.info("materialize: scenes come from the demo world %s; writing land-cover labels", world)
     return WorldLabeller(str(world))
