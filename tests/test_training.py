@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ def test_lr_schedule_warms_up_then_decays() -> None:
     cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr=0.0)
     lrs = [get_lr(s, cfg) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False)) and lrs[-1] < 0.01
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:])) and lrs[-1] < 0.01
 
 
 def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
@@ -171,7 +172,7 @@ def test_non_finite_loss_stops_with_a_clear_message(
         return {**out, "loss": out["loss"] * float("nan")}
 
     monkeypatch.setattr(A2MAE, "forward", poisoned)
-    with pytest.raises(TrainingError, match="loss is not finite .* at step 0"):
+    with pytest.raises(TrainingError, match=r"loss is not finite .* at step 0"):
         train(corpus, _cfg(steps=2), tmp_path, progress=False)
 
 

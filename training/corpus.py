@@ -147,15 +147,15 @@ class CorpusReader:
         return _open_group(self.store_path)
 
     @cached_property
-    def _arrays(self) -> dict[str, tuple[zarr.Array, zarr.Array]]:
+    def _arrays(self) -> dict[str, tuple[Any, Any]]:
         root = self._root
-        return {s: (root[f"sensors/{s}/pixels"], root[f"sensors/{s}/valid"]) for s in self.sensors}  # type: ignore[misc]
+        return {s: (root[f"sensors/{s}/pixels"], root[f"sensors/{s}/valid"]) for s in self.sensors}
 
     @cached_property
     def _meta(self) -> dict[str, dict[str, np.ndarray]]:
         # Per-image metadata is small (tens of bytes per image): read once per process.
         return {
-            s: {name: np.asarray(self._root[f"sensors/{s}/{name}"][:]) for name in _META_ARRAYS}
+            s: {name: _read(self._root, f"sensors/{s}/{name}") for name in _META_ARRAYS}
             for s in self.sensors
         }
 
@@ -165,17 +165,17 @@ class CorpusReader:
         assert isinstance(group, zarr.Group)
         if "label" not in group:
             return None
-        return np.asarray(group["label"][:]).astype(np.int64)
+        return _read(group, "label").astype(np.int64)
 
     def image_ids(self, sensor: str) -> np.ndarray:
         """The ``image_id`` array of ``sensor`` (str)."""
-        return np.asarray(self._root[f"sensors/{sensor}/image_id"][:]).astype(object).astype(str)
+        return _read(self._root, f"sensors/{sensor}/image_id").astype(object).astype(str)
 
     def shard_key(self, sensor: str, row: int) -> str:
         """The store key of the shard (or chunk) that holds image ``row`` of ``sensor``."""
         pixels = self._arrays[sensor][0]
         per = self.sensors[sensor].images_per_shard
-        key = pixels.metadata.chunk_key_encoding.encode_chunk_key((row // per, 0, 0, 0))  # type: ignore[union-attr]
+        key = pixels.metadata.chunk_key_encoding.encode_chunk_key((row // per, 0, 0, 0))
         return f"sensors/{sensor}/pixels/{key}"
 
     def read_image(self, sensor: str, row: int) -> RawImage:
@@ -237,6 +237,13 @@ class CorpusReader:
 def open_corpus(path: str | Path, *, verify: bool = True) -> CorpusReader:
     """Open a corpus for reading; raises :class:`CorpusFormatError` when it is not readable."""
     return CorpusReader(path, verify=verify)
+
+
+def _read(group: zarr.Group, key: str) -> np.ndarray:
+    """A whole (small) array of the store as numpy."""
+    array = group[key]
+    assert isinstance(array, zarr.Array), f"{key} is not an array"
+    return np.asarray(array[:])
 
 
 def _store_path(path: str) -> str:
@@ -334,8 +341,7 @@ def _parse_band(sensor: str, b: dict[str, Any]) -> Band:
 
 def _read_groups(root: zarr.Group, store_path: str) -> GroupTable:
     try:
-        g = root["groups"]
-        arrays = {k: np.asarray(g[k][:]) for k in _GROUP_ARRAYS}  # type: ignore[index]
+        arrays = {k: _read(root, f"groups/{k}") for k in _GROUP_ARRAYS}
     except KeyError as e:
         raise CorpusFormatError(f"corpus {store_path} lacks the group table {e}") from e
     return GroupTable(

@@ -104,7 +104,8 @@ class WavelengthHyperNet(nn.Module):
         self.out = nn.Linear(hidden, out)
 
     def forward(self, wavelengths: Tensor, bandwidths: Tensor) -> Tensor:
-        return self.out(self.net(wavelength_features(wavelengths, bandwidths)))  # (C, out)
+        out: Tensor = self.out(self.net(wavelength_features(wavelengths, bandwidths)))  # (C, out)
+        return out
 
 
 class Block(nn.Module):
@@ -124,7 +125,8 @@ class Block(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, L, D/H)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
         x = x + self.proj(attn.transpose(1, 2).reshape(b, n, d))  # (B, L, D)
-        return x + self.mlp(self.norm2(x))
+        out: Tensor = x + self.mlp(self.norm2(x))
+        return out
 
 
 class A2MAE(nn.Module):
@@ -190,7 +192,8 @@ class A2MAE(nn.Module):
             self.time_proj, time_features(batch.image_time), self.missing_time, dropout
         )
         anchor = batch.image_anchor[:, None].float() * self.anchor_embed  # (M, D)
-        return pos + scale + (geo + time + anchor)[batch.token_image]
+        meta: Tensor = pos + scale + (geo + time + anchor)[batch.token_image]
+        return meta
 
     def _or_missing(
         self, proj: nn.Linear, feats: Tensor, missing: Tensor, dropout: float
@@ -270,7 +273,8 @@ class A2MAE(nn.Module):
         pp, dd = self.args.patch_px**2, self.args.decoder_dim
         gen = self.head(bucket.wavelengths, bucket.bandwidths)  # (C, Dd*P + P)
         weight, bias = gen[:, : dd * pp].reshape(-1, dd, pp), gen[:, dd * pp :]  # (C,Dd,P) (C,P)
-        return torch.einsum("nld,cdp->nlcp", hidden.float(), weight.float()) + bias
+        pred: Tensor = torch.einsum("nld,cdp->nlcp", hidden.float(), weight.float()) + bias
+        return pred
 
     @staticmethod
     def _token_index(batch: GroupBatch, bucket: Bucket, n_tokens: int) -> Tensor:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import ZstdCodec
 
 EPOCH_2020_NS = 1_577_836_800 * 10**9
 DAY_NS = 86_400 * 10**9
@@ -210,7 +211,7 @@ def _write_sensor(
         chunks=(1, c, h, w),
         shards=(spec.images_per_shard, c, h, w),
         dtype=sensor.dtype,
-        compressors=zarr.codecs.ZstdCodec(level=3),
+        compressors=ZstdCodec(level=3),
         dimension_names=["image", "band", "y", "x"],
         fill_value=0,
         attributes=_pixel_attrs(sensor),
@@ -309,7 +310,7 @@ def _write_groups(root: zarr.Group, groups: Sequence[dict[str, Any]], spec: Corp
         for sensor in spec.sensors:
             sensor_grp = root[f"sensors/{sensor.name}"]
             assert isinstance(sensor_grp, zarr.Group)
-            ids = np.asarray(sensor_grp["image_id"][:]).astype(object).astype(str)
+            ids = np.asarray(sensor_grp["image_id"][...]).astype(object).astype(str)  # type: ignore[index]
             values = np.array([labels[i.split("/")[0]] for i in ids], dtype=np.int16)
             _array(sensor_grp, "label", values, ["image"])
 

@@ -289,7 +289,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -298,7 +298,7 @@ def _rng_state() -> dict[str, Any]:
             torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)),
             *map(int, np_state[2:4]),
             float(np_state[4]),
-        ],  # type: ignore[misc]
+        ],
         "python": random.getstate(),
     }
 
