@@ -72,16 +72,43 @@ class DescribeConfig(_Section):
 
 
 class DedupConfig(_Section):
-    """Hierarchical affinity propagation and the selection policy."""
+    """Hierarchical affinity propagation and the selection policy (docs/curation.md)."""
 
-    partition_size: int = Field(default=2000, ge=50)
-    partitioning: Literal["spatial", "random"] = "spatial"
+    partition_size: int = Field(
+        default=500, ge=50, description="chips per first-level AP block (cost ~ n^2 per iteration)"
+    )
+    partitioning: Literal["spatial", "random"] = Field(
+        default="spatial",
+        description="spatial: blocks by tile of the chip centre, split along the principal axis; random: balanced random blocks",
+    )
+    partition_tile_degrees: float = Field(
+        default=1.0, gt=0, description="tile size (degrees) of the spatial partition key"
+    )
+    top_size: int = Field(
+        default=3000, ge=2, description="a level with at most this many exemplars is solved as one block"
+    )
     damping: float = Field(default=0.8, ge=0.5, lt=1.0)
+    retry_dampings: list[float] = Field(
+        default_factory=lambda: [0.9, 0.95], description="dampings tried when a block does not converge"
+    )
     max_iter: int = Field(default=500, ge=10)
     convergence_iter: int = Field(default=30, ge=2)
-    preference_quantile: float = Field(default=0.5, ge=0, le=1)
-    descriptor_weights: dict[str, float] = Field(default_factory=dict)
-    duplicate_radius: float = Field(default=0.5, ge=0)
+    preference: float | None = Field(
+        default=None, lt=0, description="AP preference (minus a squared distance); default from the quantile"
+    )
+    preference_quantile: float = Field(
+        default=0.5, ge=0, le=1, description="quantile of pairwise similarities used as preference"
+    )
+    collapse_radius: float = Field(
+        default=0.0, ge=0, description="merge chips this close before AP, with weights (0: exact duplicates)"
+    )
+    refine_rounds: int = Field(default=2, ge=0, description="k-medoid polish rounds of final exemplars")
+    descriptor_weights: dict[str, float] = Field(
+        default_factory=dict, description="weight per descriptor part (spec, index, tex, meta); default 1"
+    )
+    duplicate_radius: float = Field(
+        default=0.5, ge=0, description="near-duplicate radius in standardised descriptor space"
+    )
     max_nodata: float = Field(default=0.2, ge=0, le=1)
     max_cloud: float = Field(default=0.4, ge=0, le=1)
     min_information: float = Field(default=0.05, ge=0)

@@ -1,0 +1,402 @@
+"""Affinity propagation on one block of (possibly weighted) points, in float32.
+
+The update loop is Frey & Dueck's responsibility/availability message passing with damping,
+written with in-place float32 operations on four ``n x n`` matrices (similarity,
+responsibility, availability and one scratch), so a block of 500 points needs 4 MB and stays in
+cache. A block's points may stand for many chips (upper levels of the hierarchy, or collapsed
+duplicates): point ``i`` carries a weight ``n_i`` (how many chips it stands for), a centroid
+``mu_i`` (their mean descriptor) and a representative ``e_i`` (a real chip). The weighted
+similarity (Zhang et al., "Data streaming with affinity propagation", ECML-PKDD 2008, with the
+centroid correction measured in our notes) is::
+
+    s(i, j) = -n_i * ||mu_i - e_j||^2            (i != j)
+    s(i, i) = p - n_i * ||mu_i - e_i||^2
+
+so that the objective of a block equals the flat objective over the chips it stands for. With
+``n_i = 1`` and ``mu_i = e_i`` it is the textbook negative squared Euclidean similarity.
+
+Everything here is pure: arrays in, arrays and small records out; :func:`solve_blocks` is the
+function the pipeline ships to Dask workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
+
+from terracorpus.curation.errors import ClusteringError
+
+F32 = NDArray[np.float32]
+I64 = NDArray[np.int64]
+
+NOTE_SINGLE = "single point"
+NOTE_MEDOID = "preference below the block's similarity range: one cluster, weighted medoid"
+NOTE_NOT_CONVERGED = "did not converge at any damping; used the exemplars of the last iteration"
+NOTE_NO_EXEMPLAR = "no exemplar emerged at any damping; used the weighted medoid"
+
+
+@dataclass(frozen=True)
+class APParams:
+    """Settings of hierarchical affinity propagation.
+
+    Attributes:
+        damping: message damping in [0.5, 1); 0.7-0.9 behaves on descriptor data.
+        max_iter: iteration limit of one AP run.
+        convergence_iter: the exemplar set must stay unchanged this many iterations.
+        retry_dampings: dampings tried, in order, when a block does not converge.
+        preference: the preference p (negative, in squared standardised-distance units);
+            None derives it from ``preference_quantile``.
+        preference_quantile: quantile of sampled pairwise similarities used as p
+            (0.5 = the median, scikit-learn's default rule; lower -> fewer clusters).
+        partition_size: points per first-level block (cost per block ~ n^2 per iteration).
+        partitioning: "spatial" (coherent: by partition key, large keys split along their
+            principal axis) or "random" (balanced random blocks).
+        top_size: a level with at most this many points is solved as one block (the last).
+        collapse_radius: points of one block closer than this are merged (with weights) before
+            AP; 0 merges exact duplicates only.
+        refine_rounds: k-medoid polish rounds of the final exemplars (each moves an exemplar
+            to the member nearest its cluster's centroid, then reassigns; kept only if the net
+            similarity improves); 0 turns it off.
+        seed: global seed; each block's seed derives from (seed, level, block id).
+    """
+
+    damping: float = 0.8
+    max_iter: int = 500
+    convergence_iter: int = 30
+    retry_dampings: tuple[float, ...] = (0.9, 0.95)
+    preference: float | None = None
+    preference_quantile: float = 0.5
+    partition_size: int = 500
+    partitioning: str = "spatial"
+    top_size: int = 3000
+    collapse_radius: float = 0.0
+    refine_rounds: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.damping < 1.0:
+            raise ClusteringError(f"damping must be in [0.5, 1), got {self.damping}")
+        if self.max_iter < 1 or self.convergence_iter < 1:
+            raise ClusteringError("max_iter and convergence_iter must be at least 1")
+        if not 0.0 <= self.preference_quantile <= 1.0:
+            raise ClusteringError(
+                f"preference_quantile must be in [0, 1], got {self.preference_quantile}"
+            )
+        if self.partition_size < 2 or self.top_size < 2:
+            raise ClusteringError("partition_size and top_size must be at least 2")
+        if self.partitioning not in ("spatial", "random"):
+            raise ClusteringError(
+                f"partitioning must be 'spatial' or 'random', not {self.partitioning!r}"
+            )
+
+
+@dataclass(frozen=True)
+class BlockInput:
+    """One block of points to cluster; ``centroid``/``weight`` None means unweighted chips."""
+
+    level: int
+    block_id: int
+    rep: F32  # (n, D) representative descriptors e_i (real chips)
+    preference: float
+    centroid: F32 | None = None  # (n, D) mu_i
+    weight: F32 | None = None  # (n,) n_i
+
+
+@dataclass(frozen=True)
+class BlockOutput:
+    """Result of one block: exemplars as local indices, each point's exemplar position."""
+
+    level: int
+    block_id: int
+    exemplars: I64  # (K,) local indices, ascending
+    labels: I64  # (n,) index into ``exemplars``
+    iterations: int
+    converged: bool
+    damping: float
+    note: str = ""
+    dampings_tried: tuple[float, ...] = field(default_factory=tuple)
+
+
+def block_seed(seed: int, level: int, block_id: int) -> np.random.Generator:
+    """The generator of one block: depends on the global seed and the block, not on workers."""
+    return np.random.default_rng([seed, level, block_id])
+
+
+def weighted_similarity(
+    rep: F32, centroid: F32 | None, weight: F32 | None, preference: float
+) -> F32:
+    """The (n, n) float32 similarity of a block, diagonal included (see module docstring)."""
+    mu = rep if centroid is None else centroid
+    sq_mu = np.einsum("ij,ij->i", mu, mu)
+    sq_e = sq_mu if centroid is None else np.einsum("ij,ij->i", rep, rep)
+    S: F32 = mu @ rep.T  # (n, n)
+    S *= np.float32(2.0)
+    S -= sq_mu[:, None]
+    S -= sq_e[None, :]
+    np.minimum(S, 0.0, out=S)  # rounding can make a squared distance slightly negative
+    if centroid is None:
+        np.fill_diagonal(S, 0.0)
+    if weight is not None:
+        S *= weight[:, None]
+    diag = S.flat[:: len(S) + 1]
+    S.flat[:: len(S) + 1] = diag + np.float32(preference)
+    return S
+
+
+def affinity_propagation(
+    S: F32, *, damping: float, max_iter: int, convergence_iter: int
+) -> tuple[I64, int, bool]:
+    """Run the AP message loop on a similarity matrix (diagonal = preferences).
+
+    Returns the exemplar indices (ascending), the iterations run, and whether the exemplar
+    set stayed unchanged for ``convergence_iter`` iterations with at least one exemplar.
+    ``S`` is not modified.
+    """
+    n = len(S)
+    R = np.zeros_like(S)
+    A = np.zeros_like(S)
+    T = np.empty_like(S)
+    rows = np.arange(n)
+    diag = rows * (n + 1)
+    d = np.float32(damping)
+    d1 = np.float32(1.0 - damping)
+    S_d1 = S * d1  # damping folded into the new responsibilities: one pass fewer
+    last: NDArray[np.bool_] | None = None
+    stable = 0
+    E = np.zeros(n, dtype=bool)
+    for it in range(1, max_iter + 1):
+        # responsibilities r(i,k) = s(i,k) - max_{k' != k} (a(i,k') + s(i,k'))
+        np.add(A, S, out=T)
+        best = np.argmax(T, axis=1)
+        first = T[rows, best]
+        T[rows, best] = -np.inf
+        second = T.max(axis=1)
+        np.subtract(S_d1, (first * d1)[:, None], out=T)
+        T[rows, best] = (S[rows, best] - second) * d1
+        R *= d
+        R += T
+        # availabilities a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k)))
+        np.maximum(R, 0.0, out=T)
+        T.flat[diag] = R.flat[diag]
+        colsum = T.sum(axis=0)
+        np.subtract(colsum[None, :], T, out=T)
+        a_diag = T.flat[diag].copy()
+        np.minimum(T, 0.0, out=T)
+        T.flat[diag] = a_diag
+        T *= d1
+        A *= d
+        A += T
+        E = (A.flat[diag] + R.flat[diag]) > 0
+        if last is not None and np.array_equal(E, last):
+            stable += 1
+        else:
+            stable = 0
+        last = E
+        if stable >= convergence_iter and E.any():
+            return np.flatnonzero(E).astype(np.int64), it, True
+    return np.flatnonzero(E).astype(np.int64), max_iter, False
+
+
+def assign_and_refine(S: F32, exemplars: I64) -> tuple[I64, I64]:
+    """Assign points to exemplars, move each exemplar to its cluster's best member, reassign.
+
+    The refinement is scikit-learn's: within each cluster the member with the largest summed
+    similarity from the members becomes the exemplar. Returns (exemplars ascending, labels).
+    """
+    labels = np.argmax(S[:, exemplars], axis=1)
+    labels[exemplars] = np.arange(len(exemplars))
+    refined = exemplars.copy()
+    for k in range(len(exemplars)):
+        members = np.flatnonzero(labels == k)
+        refined[k] = members[np.argmax(S[np.ix_(members, members)].sum(axis=0))]
+    refined = np.unique(refined)
+    labels = np.argmax(S[:, refined], axis=1)
+    labels[refined] = np.arange(len(refined))
+    return refined.astype(np.int64), labels.astype(np.int64)
+
+
+def weighted_medoid(S: F32) -> int:
+    """The point whose column of similarities sums highest: the best single exemplar."""
+    return int(np.argmax(S.sum(axis=0, dtype=np.float64)))
+
+
+def _collapse(rep: F32, radius: float) -> tuple[I64, I64]:
+    """Group points within ``radius`` of an earlier point (0: exact duplicates).
+
+    Returns (first member of each group ascending, group index of every point).
+    """
+    if radius <= 0.0:
+        rows = np.ascontiguousarray(rep).view(
+            np.dtype((np.void, rep.dtype.itemsize * rep.shape[1]))
+        )
+        _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # renumber groups by first appearance
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        return np.sort(first).astype(np.int64), rank[inverse.ravel()].astype(np.int64)
+    n = len(rep)
+    sq = np.einsum("ij,ij->i", rep, rep)
+    d2 = sq[:, None] - 2.0 * (rep @ rep.T) + sq[None, :]
+    close = d2 <= np.float32(radius * radius)
+    group = np.full(n, -1, dtype=np.int64)
+    heads: list[int] = []
+    for i in range(n):
+        if group[i] >= 0:
+            continue
+        grab = close[i] & (group < 0)
+        group[grab] = len(heads)
+        heads.append(i)
+    return np.asarray(heads, dtype=np.int64), group
+
+
+def _merge(block: BlockInput, heads: I64, group: I64) -> tuple[F32, F32 | None, F32 | None]:
+    """Representatives, centroids and weights of the collapsed points of a block."""
+    if len(heads) == len(block.rep):
+        return block.rep, block.centroid, block.weight
+    n_groups = len(heads)
+    w = np.ones(len(group), np.float32) if block.weight is None else block.weight
+    mu = block.rep if block.centroid is None else block.centroid
+    weight = np.bincount(group, weights=w, minlength=n_groups).astype(np.float32)
+    sums = np.zeros((n_groups, mu.shape[1]), np.float64)
+    np.add.at(sums, group, mu.astype(np.float64) * w[:, None])
+    centroid = (sums / weight[:, None]).astype(np.float32)
+    return np.ascontiguousarray(block.rep[heads]), centroid, weight
+
+
+def _add_noise(S: F32, rng: np.random.Generator) -> None:
+    """Tiny seeded noise (relative 1e-6) so ties between equal similarities are broken."""
+    scale = np.abs(S) * np.float32(1e-6) + np.float32(1e-12)
+    S += scale * (rng.random(S.shape, dtype=np.float32) - np.float32(0.5))
+
+
+def solve_block(block: BlockInput, params: APParams) -> BlockOutput:
+    """Affinity propagation on one block, with the guards of the notes.
+
+    Duplicates are collapsed first (weights carried); a block whose preference lies below its
+    similarity range is one cluster around its weighted medoid; a block that does not
+    converge is retried with the higher ``params.retry_dampings`` and, if it still does not,
+    keeps the last iteration's exemplars with ``converged=False`` and a note.
+    """
+    n = len(block.rep)
+    out = _solve_collapsed(block, params, *_collapse(block.rep, params.collapse_radius))
+    assert len(out.labels) == n
+    return out
+
+
+def _solve_collapsed(block: BlockInput, params: APParams, heads: I64, group: I64) -> BlockOutput:
+    m = len(heads)
+    base = (block.level, block.block_id)
+    if m == 1:
+        zeros = np.zeros(len(group), np.int64)
+        return BlockOutput(
+            *base,
+            exemplars=heads,
+            labels=zeros,
+            iterations=0,
+            converged=True,
+            damping=params.damping,
+            note=NOTE_SINGLE,
+        )
+    rep, centroid, weight = _merge(block, heads, group)
+    S = weighted_similarity(rep, centroid, weight, block.preference)
+    off = S.copy()
+    np.fill_diagonal(off, np.inf)
+    if S.diagonal().max() < off.min():
+        k = weighted_medoid(S)
+        return _expand(
+            base,
+            heads,
+            group,
+            np.array([k]),
+            np.zeros(m, np.int64),
+            0,
+            True,
+            params.damping,
+            NOTE_MEDOID,
+            (),
+        )
+    del off
+    _add_noise(S, block_seed(params.seed, block.level, block.block_id))
+    tried: list[float] = []
+    exemplars = np.zeros(0, np.int64)
+    iterations, converged, damping = 0, False, params.damping
+    for damping in _dampings(params):
+        tried.append(damping)
+        exemplars, iterations, converged = affinity_propagation(
+            S, damping=damping, max_iter=params.max_iter, convergence_iter=params.convergence_iter
+        )
+        if converged:
+            break
+    note = "" if converged else NOTE_NOT_CONVERGED
+    if len(exemplars) == 0:
+        exemplars, note = np.array([weighted_medoid(S)], np.int64), NOTE_NO_EXEMPLAR
+    exemplars, labels = assign_and_refine(S, exemplars)
+    return _expand(
+        base, heads, group, exemplars, labels, iterations, converged, damping, note, tuple(tried)
+    )
+
+
+def _dampings(params: APParams) -> list[float]:
+    higher = sorted(d for d in params.retry_dampings if d > params.damping)
+    return [params.damping, *higher]
+
+
+def _expand(
+    base: tuple[int, int],
+    heads: I64,
+    group: I64,
+    exemplars: I64,
+    labels: I64,
+    iterations: int,
+    converged: bool,
+    damping: float,
+    note: str,
+    tried: tuple[float, ...],
+) -> BlockOutput:
+    """Map a result on collapsed points back to the block's original points."""
+    return BlockOutput(
+        *base,
+        exemplars=heads[exemplars],
+        labels=labels[group],
+        iterations=iterations,
+        converged=converged,
+        damping=damping,
+        note=note,
+        dampings_tried=tried,
+    )
+
+
+def solve_blocks(blocks: list[BlockInput], params: APParams) -> list[BlockOutput]:
+    """Solve several blocks in turn with BLAS pinned to one thread (one Dask task).
+
+    One thread keeps results independent of the machine's thread count, and the update loop
+    is memory-bound anyway: parallelism comes from running blocks side by side.
+    """
+    with threadpool_limits(limits=1):
+        return [solve_block(b, params) for b in blocks]
+
+
+def sample_preference(X: F32, quantile: float, seed: int, n_pairs: int = 200_000) -> float:
+    """The ``quantile`` of -||x_i - x_j||^2 over random pairs i != j (all pairs if few).
+
+    With quantile 0.5 this is scikit-learn's median rule, estimated from a sample so that it
+    costs O(n_pairs) whatever N is. Pairs of identical descriptors are left out (exact
+    duplicates would otherwise drag the rule to 0); when every pair is identical it returns
+    -1.0, and the identical points form one cluster whatever p is.
+    """
+    n = len(X)
+    if n < 2:
+        return -1.0
+    rng = np.random.default_rng([seed, 7919])
+    if n * (n - 1) // 2 <= n_pairs:
+        i, j = np.triu_indices(n, k=1)
+    else:
+        i = rng.integers(0, n, n_pairs)
+        j = (i + rng.integers(1, n, n_pairs)) % n  # j != i
+    diff = X[i].astype(np.float64) - X[j].astype(np.float64)
+    sims = -np.einsum("ij,ij->i", diff, diff)
+    sims = sims[sims < 0.0]
+    return float(np.quantile(sims, quantile)) if len(sims) else -1.0

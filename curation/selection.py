@@ -1,0 +1,357 @@
+"""The selection policy: which image groups enter the corpus, and why every other one does not.
+
+Decisions are per group and made on its anchor chip (the chip that was clustered):
+
+1. Quality rules drop an anchor whose descriptor is not finite or that was not clustered
+   (``invalid_descriptor``), whose ``nodata_fraction`` exceeds ``max_nodata`` (``nodata``),
+   whose ``cloud_fraction`` exceeds ``max_cloud`` (``cloud``) or whose ``information`` is
+   below ``min_information`` (``low_information``). A missing column or a NaN value does not fail its rule.
+2. Within each cluster the remaining anchors are ranked: the exemplar first, then by
+   ``information`` (highest first), then by row order. Walking that ranking, an anchor within
+   ``duplicate_radius`` of an already kept anchor of its cluster is a ``near_duplicate``;
+   otherwise it is kept while the cluster's quota lasts (``exemplar`` or ``quota``), and
+   ``over_quota`` after.
+3. Quotas: ``f(m)`` of the cluster's eligible anchors ``m`` — ``sqrt`` (default), ``log``
+   (log2(1 + m)), ``equal`` (1) or ``all`` (m, i.e. only duplicates and quality drop).
+   Without a target each cluster keeps ``ceil(f(m))``; with ``target_groups`` the target is
+   shared in proportion to ``f(m)``, at least one per cluster while the target allows (the
+   largest clusters first when it does not), and what a cluster cannot use (too few
+   non-duplicates) goes to the others.
+
+Members follow their anchor (``member_of_kept_group`` / ``member_of_dropped_group``), except
+that a member of a kept group failing a quality rule (or with a non-finite descriptor) is
+dropped alone with that rule's reason; members of a group without an anchor row are dropped
+as ``no_anchor``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from terracorpus.curation.errors import ClusteringError
+
+I64 = NDArray[np.int64]
+F32 = NDArray[np.float32]
+
+KEPT_REASONS = ("exemplar", "quota", "member_of_kept_group")
+QUALITY_RULES = (  # (column, reason), checked in this order
+    ("nodata_fraction", "nodata"),
+    ("cloud_fraction", "cloud"),
+    ("information", "low_information"),
+)
+QUOTAS = ("sqrt", "log", "equal", "all")
+_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class SelectionPolicy:
+    """Quality limits, the duplicate radius and the quota rule (see the module docstring)."""
+
+    max_nodata: float = 0.2
+    max_cloud: float = 0.4
+    min_information: float = 0.05
+    duplicate_radius: float = 0.5
+    quota: str = "sqrt"
+    target_groups: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.quota not in QUOTAS:
+            raise ClusteringError(f"quota must be one of {', '.join(QUOTAS)}, not {self.quota!r}")
+        if self.target_groups is not None and self.target_groups < 1:
+            raise ClusteringError(f"target_groups must be at least 1, got {self.target_groups}")
+        if self.duplicate_radius < 0:
+            raise ClusteringError(f"duplicate_radius must be >= 0, got {self.duplicate_radius}")
+
+
+def select(
+    chips: pd.DataFrame,
+    labels: I64,
+    X: F32,
+    policy: SelectionPolicy,
+    exemplars: NDArray[np.bool_] | None = None,
+) -> pd.DataFrame:
+    """Decide, for every chip, whether it is kept and why.
+
+    Args:
+        chips: one row per chip with ``chip_id``, ``group_id``, optionally ``role``
+            ("anchor" | "member"; without it every chip is an anchor) and the quality columns.
+        labels: (len(chips),) cluster id of every clustered anchor, -1 for rows not clustered
+            (members, invalid descriptors).
+        X: (len(chips), D) standardised descriptors (rows of non-clustered chips unused).
+        policy: the selection policy.
+        exemplars: (len(chips),) True for cluster exemplars.
+
+    Returns:
+        One row per chip, in input order: chip_id, group_id, role, cluster_id, is_exemplar,
+        kept, reason.
+    """
+    n = len(chips)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != n or len(X) != n:
+        raise ClusteringError(f"{n} chips but {len(labels)} labels and {len(X)} descriptor rows")
+    is_ex = np.zeros(n, bool) if exemplars is None else np.asarray(exemplars, dtype=bool)
+    role = _roles(chips)
+    anchor = role == "anchor"
+    quality = _quality_reasons(chips, policy)
+    quality[~np.isfinite(X).all(axis=1)] = "invalid_descriptor"
+    reason = np.full(n, "", dtype=object)
+    bad_desc = anchor & ((labels < 0) | (quality == "invalid_descriptor"))
+    reason[bad_desc] = "invalid_descriptor"
+    reason[anchor & ~bad_desc] = quality[anchor & ~bad_desc]
+    eligible = anchor & (reason == "")
+    _decide_clusters(reason, eligible, labels, X, is_ex, _priority(chips), policy)
+    kept = np.isin(reason, KEPT_REASONS)
+    _follow_anchors(chips, role, reason, kept, quality)
+    cluster_of = _anchor_cluster(chips, role, labels)
+    return pd.DataFrame(
+        {
+            "chip_id": chips["chip_id"].to_numpy(),
+            "group_id": chips["group_id"].to_numpy(),
+            "role": role,
+            "cluster_id": cluster_of,
+            "is_exemplar": is_ex & anchor,
+            "kept": np.isin(reason, KEPT_REASONS),
+            "reason": reason.astype(str),
+        }
+    )
+
+
+def _roles(chips: pd.DataFrame) -> NDArray[np.object_]:
+    for col in ("chip_id", "group_id"):
+        if col not in chips:
+            raise ClusteringError(f"chips need a {col!r} column; columns are {list(chips.columns)}")
+    if chips["chip_id"].duplicated().any():
+        dup = chips["chip_id"][chips["chip_id"].duplicated()].iloc[0]
+        raise ClusteringError(f"chip ids must be unique; {dup!r} appears more than once")
+    if "role" not in chips:
+        return np.full(len(chips), "anchor", dtype=object)
+    role = chips["role"].astype(str).to_numpy(dtype=object)
+    anchors = chips.loc[role == "anchor", "group_id"]
+    if anchors.duplicated().any():
+        raise ClusteringError(
+            f"group {anchors[anchors.duplicated()].iloc[0]!r} has more than one anchor chip"
+        )
+    return role
+
+
+def _quality_reasons(chips: pd.DataFrame, policy: SelectionPolicy) -> NDArray[np.object_]:
+    """The first failed quality rule of every row ("" when it passes them all)."""
+    reason = np.full(len(chips), "", dtype=object)
+    limits = {
+        "nodata": lambda v: v > policy.max_nodata,
+        "cloud": lambda v: v > policy.max_cloud,
+        "low_information": lambda v: v < policy.min_information,
+    }
+    for column, name in QUALITY_RULES:
+        if column not in chips:
+            continue
+        values = pd.to_numeric(chips[column], errors="coerce").to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            fails = limits[name](values) & ~np.isnan(values)
+        reason[(reason == "") & fails] = name
+    return reason
+
+
+def _priority(chips: pd.DataFrame) -> NDArray[np.float64]:
+    """Higher first: information when present (NaN last), else all equal (row order)."""
+    if "information" not in chips:
+        return np.zeros(len(chips))
+    info = pd.to_numeric(chips["information"], errors="coerce").to_numpy(dtype=np.float64)
+    out: NDArray[np.float64] = np.nan_to_num(info, nan=-np.inf)
+    return out
+
+
+def _decide_clusters(
+    reason: NDArray[np.object_],
+    eligible: NDArray[np.bool_],
+    labels: I64,
+    X: F32,
+    is_ex: NDArray[np.bool_],
+    priority: NDArray[np.float64],
+    policy: SelectionPolicy,
+) -> None:
+    """Fill ``reason`` for the eligible anchors: kept by quota, near duplicate or over quota."""
+    rows = np.flatnonzero(eligible)
+    if len(rows) == 0:
+        return
+    clusters = np.unique(labels[rows])
+    ranked = {c: _ranked_rows(rows, labels, is_ex, priority, c) for c in clusters}
+    sizes = np.array([len(ranked[c]) for c in clusters])
+    caps = sizes.copy()
+    quotas = _quotas(sizes, caps, policy)
+    status: dict[int, NDArray[np.int8]] = {}
+    for _ in range(len(clusters) + 1):  # each round fixes at least one cluster's capacity
+        status = {
+            c: _greedy(X[ranked[c]], int(q), policy.duplicate_radius)
+            for c, q in zip(clusters, quotas, strict=True)
+        }
+        kept = np.array([(status[c] == _KEEP).sum() for c in clusters])
+        short = kept < quotas
+        if policy.target_groups is None or not short.any():
+            break
+        caps = np.where(short, kept, caps)
+        new = _quotas(sizes, caps, policy)
+        if np.array_equal(new, quotas):
+            break
+        quotas = new
+    for c in clusters:
+        rows_c = ranked[c]
+        st = status[c]
+        reason[rows_c[st == _DUP]] = "near_duplicate"
+        reason[rows_c[st == _OVER]] = "over_quota"
+        kept_rows = rows_c[st == _KEEP]
+        reason[kept_rows] = np.where(is_ex[kept_rows], "exemplar", "quota")
+
+
+def _ranked_rows(
+    rows: I64, labels: I64, is_ex: NDArray[np.bool_], priority: NDArray[np.float64], c: int
+) -> I64:
+    r = rows[labels[rows] == c]
+    order = np.lexsort((r, -priority[r], ~is_ex[r]))  # exemplar, information, row order
+    ranked: I64 = r[order]
+    return ranked
+
+
+def _quota_weights(sizes: I64, rule: str) -> NDArray[np.float64]:
+    m = sizes.astype(np.float64)
+    if rule == "sqrt":
+        return np.sqrt(m)
+    if rule == "log":
+        return np.log2(1.0 + m)
+    if rule == "equal":
+        return np.ones_like(m)
+    return m
+
+
+def _quotas(sizes: I64, caps: I64, policy: SelectionPolicy) -> I64:
+    """Per-cluster quotas, capped by what each cluster can give (see the module docstring)."""
+    f = _quota_weights(sizes, policy.quota)
+    if policy.target_groups is None:
+        return np.minimum(caps, np.ceil(f - 1e-9).astype(np.int64))
+    target = min(policy.target_groups, int(caps.sum()))
+    if target < np.count_nonzero(caps):
+        quota = np.zeros(len(caps), np.int64)
+        order = np.lexsort((np.arange(len(caps)), -sizes))
+        quota[[i for i in order if caps[i] > 0][:target]] = 1
+        return quota
+    lo, hi = 0.0, float(target) / max(f.min(), 1e-12) + 1.0
+    for _ in range(100):  # largest scale whose floors fit the target
+        mid = (lo + hi) / 2
+        if _floors(f, caps, mid).sum() <= target:
+            lo = mid
+        else:
+            hi = mid
+    quota = _floors(f, caps, lo)
+    spare = target - int(quota.sum())
+    room = np.flatnonzero(quota < caps)
+    frac = lo * f[room] - np.floor(lo * f[room])
+    for i in room[np.lexsort((room, -frac))][:spare]:
+        quota[i] += 1
+    return quota
+
+
+def _floors(f: NDArray[np.float64], caps: I64, scale: float) -> I64:
+    q = np.maximum(1, np.floor(scale * f)).astype(np.int64)
+    return np.minimum(q, caps)
+
+
+_KEEP, _DUP, _OVER = np.int8(1), np.int8(2), np.int8(3)
+
+
+def _greedy(X: F32, quota: int, radius: float) -> NDArray[np.int8]:
+    """Walk ranked rows: keep non-duplicates until the quota is full, classify the rest.
+
+    Chunked: each chunk is compared with the kept rows at once, and within itself through
+    its own small distance matrix, so the Python loop only touches booleans.
+    """
+    n = len(X)
+    status = np.zeros(n, np.int8)
+    r2 = np.float32(radius * radius)
+    kept: list[int] = []
+    pos = 0
+    while pos < n and len(kept) < quota:
+        chunk = X[pos : pos + _CHUNK]
+        dup = _near(chunk, X[kept], r2) if kept else np.zeros(len(chunk), bool)
+        inner = _sqdist(chunk, chunk) <= r2
+        stop = len(chunk)
+        for i in range(len(chunk)):
+            if dup[i]:
+                continue
+            if len(kept) >= quota:
+                stop = i
+                break
+            kept.append(pos + i)
+            dup[i + 1 :] |= inner[i, i + 1 :]
+        status[pos : pos + stop] = np.where(dup[:stop], _DUP, _KEEP)
+        pos += stop
+    status[kept] = _KEEP
+    for start in range(pos, n, 4096):
+        rest = X[start : start + 4096]
+        near = _near(rest, X[kept], r2) if kept else np.zeros(len(rest), bool)
+        status[start : start + len(rest)] = np.where(near, _DUP, _OVER)
+    return status
+
+
+def _sqdist(a: F32, b: F32) -> F32:
+    d: F32 = (
+        np.einsum("ij,ij->i", a, a)[:, None]
+        - 2.0 * (a @ b.T)
+        + np.einsum("ij,ij->i", b, b)[None, :]
+    )
+    return d
+
+
+def _near(a: F32, b: F32, r2: np.float32) -> NDArray[np.bool_]:
+    """Rows of ``a`` within sqrt(r2) of any row of ``b``."""
+    out = np.zeros(len(a), bool)
+    for start in range(0, len(b), 4096):
+        out |= (_sqdist(a, b[start : start + 4096]) <= r2).any(axis=1)
+    return out
+
+
+def _follow_anchors(
+    chips: pd.DataFrame,
+    role: NDArray[np.object_],
+    reason: NDArray[np.object_],
+    kept: NDArray[np.bool_],
+    quality: NDArray[np.object_],
+) -> None:
+    """Members take their anchor's decision; a member of a kept group failing a quality
+    rule is dropped alone, with that rule's reason."""
+    anchor = role == "anchor"
+    group_kept = pd.Series(kept[anchor], index=chips["group_id"].to_numpy()[anchor])
+    members = ~anchor
+    decision = pd.Series(chips["group_id"].to_numpy()[members]).map(group_kept).to_numpy()
+    own = quality[members]
+    reason[members] = np.where(
+        pd.isna(decision),
+        "no_anchor",
+        np.where(
+            decision != True,  # noqa: E712  (object array of bools)
+            "member_of_dropped_group",
+            np.where(own == "", "member_of_kept_group", own),
+        ),
+    )
+
+
+def _anchor_cluster(chips: pd.DataFrame, role: NDArray[np.object_], labels: I64) -> I64:
+    anchor = role == "anchor"
+    by_group = pd.Series(labels[anchor], index=chips["group_id"].to_numpy()[anchor])
+    out = (
+        pd.Series(chips["group_id"].to_numpy())
+        .map(by_group)
+        .fillna(-1)
+        .to_numpy(dtype=np.int64, copy=True)
+    )
+    out[anchor] = labels[anchor]
+    return out
+
+
+def summarize(selection: pd.DataFrame) -> dict[str, int]:
+    """Counts of chips per reason (kept reasons included)."""
+    counts = selection["reason"].value_counts()
+    return {str(k): int(v) for k, v in sorted(counts.items())}

@@ -1,0 +1,69 @@
+"""`terracorpus dedup`: cluster a run's chips and write its selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from terracorpus.pipelines.cluster import dask_client
+from terracorpus.pipelines.commands.run import with_overrides
+from terracorpus.pipelines.config import RunConfig, load_config, parse_config
+from terracorpus.pipelines.rundir import CONFIG_FILE, RunDir
+
+
+def resolve_config(run_dir: Path, config_path: Path | None) -> RunConfig:
+    """The config given, else the one the run directory was made with, else the defaults."""
+    if config_path is not None:
+        return load_config(config_path)
+    stored = run_dir / CONFIG_FILE
+    if stored.exists():
+        return parse_config(json.loads(stored.read_text())["config"], str(stored))
+    return RunConfig()
+
+
+@click.command("dedup")
+@click.option(
+    "--run-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory holding chips.parquet.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run config (default: the one stored in the run directory).",
+)
+@click.option("--scheduler", help="Address of an existing Dask scheduler, tcp://host:port.")
+@click.option("--workers", type=int, help="Worker processes of the local Dask cluster.")
+@click.option("--allow-mixed", is_flag=True, help="Accept chips.parquet made with another config.")
+def dedup_cmd(
+    run_dir: Path,
+    config_path: Path | None,
+    scheduler: str | None,
+    workers: int | None,
+    allow_mixed: bool,
+) -> None:
+    """Cluster chips by hierarchical affinity propagation and write selection.parquet.
+
+    Prints the cluster summary: levels, cluster sizes, and chips kept and dropped by reason.
+    """
+    from terracorpus.pipelines.stages.dedup import require_chips, run_dedup
+
+    cfg = with_overrides(
+        resolve_config(run_dir, config_path),
+        run_dir=str(run_dir),
+        scheduler=scheduler,
+        workers=workers,
+    )
+    run = RunDir(cfg.run_dir, cfg, allow_mixed=allow_mixed)
+    require_chips(run)  # before starting a cluster for nothing
+    with run.timed("dedup"), dask_client(cfg.dask) as client:
+        summary = run_dedup(cfg, run, client)
+    click.echo(summary.table())
+    click.echo(f"wrote {run.path('selection.parquet')}")
+
+
+COMMANDS = [dedup_cmd]

@@ -1,0 +1,124 @@
+"""The selection policy: quality rules, near-duplicates, quotas, targets, groups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from terracorpus.curation.errors import ClusteringError
+from terracorpus.curation.selection import SelectionPolicy, select, summarize
+
+
+def frame(n: int, **cols: object) -> pd.DataFrame:
+    data = {"chip_id": [f"g{i}/a" for i in range(n)], "group_id": [f"g{i}" for i in range(n)]}
+    data.update(cols)  # type: ignore[arg-type]
+    return pd.DataFrame(data)
+
+
+def test_quality_rules_drop_anchors_with_their_reason() -> None:
+    chips = frame(
+        5,
+        nodata_fraction=[0.0, 0.5, 0.0, 0.0, np.nan],
+        cloud_fraction=[0.0, 0.0, 0.9, 0.0, 0.0],
+        information=[1.0, 1.0, 1.0, 0.01, 1.0],
+    )
+    X = np.arange(10, dtype=np.float32).reshape(5, 2) * 10
+    labels = np.zeros(5, np.int64)
+    out = select(chips, labels, X, SelectionPolicy(quota="all"), np.eye(5, dtype=bool)[0])
+    assert out["reason"].tolist() == ["exemplar", "nodata", "cloud", "low_information", "quota"]
+    assert out["kept"].tolist() == [True, False, False, False, True]
+
+
+def test_invalid_descriptors_and_unclustered_rows_are_explained() -> None:
+    chips = frame(3)
+    X = np.array([[0, 0], [np.nan, 1], [5, 5]], np.float32)
+    out = select(chips, np.array([0, -1, -1]), X, SelectionPolicy())
+    assert out["reason"].tolist()[1:] == ["invalid_descriptor", "invalid_descriptor"]
+    assert out["cluster_id"].tolist() == [0, -1, -1]
+
+
+def test_near_duplicates_of_kept_chips_are_dropped() -> None:
+    X = np.array([[0, 0], [0.1, 0], [5, 5], [5.05, 5], [10, 0]], np.float32)
+    chips = frame(5)
+    out = select(
+        chips, np.zeros(5, np.int64), X, SelectionPolicy(duplicate_radius=0.5, quota="all")
+    )
+    assert out["reason"].tolist() == ["quota", "near_duplicate", "quota", "near_duplicate", "quota"]
+
+
+def test_ranking_prefers_exemplar_then_information() -> None:
+    X = np.array([[0, 0], [0.1, 0], [0.2, 0]], np.float32)
+    chips = frame(3, information=[0.2, 0.9, 0.5])
+    ex = np.array([False, False, True])
+    out = select(chips, np.zeros(3, np.int64), X, SelectionPolicy(duplicate_radius=1.0), ex)
+    assert out["reason"].tolist() == ["near_duplicate", "near_duplicate", "exemplar"]
+
+
+def test_sqrt_quota_downweights_big_clusters_and_keeps_small_ones() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [400, 25, 1])
+    X = rng.normal(0, 10, (426, 4)).astype(np.float32)
+    out = select(frame(426), labels, X, SelectionPolicy(duplicate_radius=0.0))
+    kept = out.groupby("cluster_id")["kept"].sum().tolist()
+    assert kept == [20, 5, 1]
+    assert set(out.loc[~out["kept"], "reason"]) == {"over_quota"}
+
+
+def test_target_is_shared_and_unused_quota_moves_to_other_clusters() -> None:
+    rng = np.random.default_rng(1)
+    # cluster 0: 100 distinct chips; cluster 1: 100 copies of one chip (one non-duplicate)
+    X = np.vstack([rng.normal(0, 10, (100, 3)), np.zeros((100, 3))]).astype(np.float32)
+    labels = np.repeat([0, 1], 100)
+    out = select(frame(200), labels, X, SelectionPolicy(target_groups=30, duplicate_radius=0.5))
+    kept = out.groupby("cluster_id")["kept"].sum().tolist()
+    assert kept == [29, 1] and out["kept"].sum() == 30
+
+
+def test_fewer_chips_than_target_keeps_every_eligible_group() -> None:
+    X = np.arange(20, dtype=np.float32).reshape(10, 2) * 10
+    out = select(frame(10), np.zeros(10, np.int64), X, SelectionPolicy(target_groups=1000))
+    assert out["kept"].all()
+
+
+def test_target_below_cluster_count_keeps_one_of_the_largest() -> None:
+    labels = np.repeat([0, 1, 2], [5, 10, 2])
+    X = np.arange(34, dtype=np.float32).reshape(17, 2) * 10
+    out = select(frame(17), labels, X, SelectionPolicy(target_groups=2))
+    assert out.groupby("cluster_id")["kept"].sum().tolist() == [1, 1, 0]
+
+
+def test_members_follow_their_anchor_and_fail_their_own_quality() -> None:
+    chips = pd.DataFrame(
+        {
+            "chip_id": ["a/1", "a/2", "a/3", "b/1", "b/2", "c/2"],
+            "group_id": ["a", "a", "a", "b", "b", "c"],
+            "role": ["anchor", "member", "member", "anchor", "member", "member"],
+            "cloud_fraction": [0.0, 0.0, 0.9, 0.9, 0.0, 0.0],
+        }
+    )
+    X = np.zeros((6, 2), np.float32)
+    labels = np.array([0, -1, -1, 0, -1, -1])
+    out = select(chips, labels, X, SelectionPolicy())
+    assert out["reason"].tolist() == [
+        "quota",
+        "member_of_kept_group",
+        "cloud",
+        "cloud",
+        "member_of_dropped_group",
+        "no_anchor",
+    ]
+    assert out["cluster_id"].tolist() == [0, 0, 0, 0, 0, -1]
+    assert summarize(out)["cloud"] == 2
+
+
+def test_bad_tables_are_refused() -> None:
+    with pytest.raises(ClusteringError, match="unique"):
+        select(
+            pd.DataFrame({"chip_id": ["x", "x"], "group_id": ["a", "b"]}),
+            np.zeros(2, np.int64),
+            np.zeros((2, 2), np.float32),
+            SelectionPolicy(),
+        )
+    with pytest.raises(ClusteringError, match="quota"):
+        SelectionPolicy(quota="most")
