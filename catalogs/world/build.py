@@ -28,7 +28,7 @@ from typing import Any
 from rasterio.transform import Affine
 
 from terracorpus.catalogs.errors import WorldError
-from terracorpus.catalogs.sensors import builtin_registry
+from terracorpus.catalogs.sensors import Sensor, builtin_registry
 from terracorpus.catalogs.world import atmosphere as atm
 from terracorpus.catalogs.world import stac
 from terracorpus.catalogs.world.cog import write_cog
@@ -144,8 +144,9 @@ def _write_truth(out: Path, region: Region, ground: RegionGround) -> int:
     return write_cog(out / "truth" / f"{region.name}.tif", classes, t, region.spec.epsg, 0, True)
 
 
-def _write_scene(out: Path, spec: SceneSpec, renderer: SceneRenderer, acc: _Progress) -> None:
-    sensor = builtin_registry().get(spec.sensor)
+def _write_scene(
+    out: Path, spec: SceneSpec, sensor: Sensor, renderer: SceneRenderer, acc: _Progress
+) -> None:
     rendered = renderer.render(spec, sensor)
     hrefs: dict[str, str] = {}
     for key, r in rendered.assets.items():
@@ -272,6 +273,7 @@ def create_world(out: str | Path, preset: str = "small", seed: int = 0) -> World
     t0 = time.perf_counter()
     regions, scenes = plan_world(p, int(seed))
     acc = _Progress(items=[])
+    registry = builtin_registry()
     try:
         for region in regions:
             t = time.perf_counter()
@@ -280,7 +282,7 @@ def create_world(out: str | Path, preset: str = "small", seed: int = 0) -> World
             renderer = SceneRenderer(ground, int(seed))
             mine = [s for s in scenes if s.region == region.name]
             for spec in mine:
-                _write_scene(out_path, spec, renderer, acc)
+                _write_scene(out_path, spec, registry.get(spec.sensor), renderer, acc)
             log.info(
                 "world: %s, %d scenes in %.1fs", region.name, len(mine), time.perf_counter() - t
             )

@@ -51,12 +51,21 @@ def fractal_noise(
     octaves: int = 4,
     persistence: float = 0.5,
 ) -> F32:
-    """Sum of ``octaves`` smooth noises, each half the feature size and ``persistence`` weight."""
-    out = np.zeros(shape, dtype=np.float32)
+    """Sum of ``octaves`` smooth noises, each half the feature size and ``persistence`` weight.
+
+    The octaves are summed on a grid a few times coarser than the finest feature and
+    interpolated to ``shape`` once, which keeps large fields cheap.
+    """
+    step = max(1, int(feature_px / 2 ** (octaves - 1) / 3))
+    small = (-(-shape[0] // step) + 1, -(-shape[1] // step) + 1)
+    out = np.zeros(small, dtype=np.float32)
     amp = 1.0
     for k in range(octaves):
-        out += amp * smooth_noise(rng, shape, feature_px / 2**k)
+        out += amp * smooth_noise(rng, small, feature_px / step / 2**k)
         amp *= persistence
+    if step > 1:
+        out = _upsample_axis(_upsample_axis(out, small[0] * step, 0), small[1] * step, 1)
+    out = np.ascontiguousarray(out[: shape[0], : shape[1]])
     std = float(out.std())
     return out / std if std > 0 else out
 

@@ -108,11 +108,15 @@ def _parcels(
     """Rectangular fields on a (rotated) grid: a random material and brightness per field."""
     a = np.deg2rad(angle_deg)
     xs, ys = c.xs(), c.ys()
-    u = xs * np.cos(a) + ys * np.sin(a)
-    v = -xs * np.sin(a) + ys * np.cos(a)
     span = float(sum(c.size_m)) * 2
-    iu = np.floor((u + span) / cell_m[1]).astype(np.int64)
-    iv = np.floor((v + span) / cell_m[0]).astype(np.int64)
+    if angle_deg == 0:  # separable: index arrays along one axis each, broadcast on lookup
+        iu = np.floor((xs + span) / cell_m[1]).astype(np.int64)
+        iv = np.floor((ys + span) / cell_m[0]).astype(np.int64)
+    else:
+        u = xs * np.cos(a) + ys * np.sin(a)
+        v = -xs * np.sin(a) + ys * np.cos(a)
+        iu = np.floor((u + span) / cell_m[1]).astype(np.int64)
+        iv = np.floor((v + span) / cell_m[0]).astype(np.int64)
     nu = int(iu.max()) + 1
     nv = int(iv.max()) + 1
     p = np.asarray(weights) / sum(weights)
