@@ -258,3 +258,10 @@ def test_cli_train_export_probe_and_bad_input(corpus: Path, tmp_path: Path) -> N
         cli.train, ["--corpus", str(corpus), "--config", str(bad_key), "--out", str(tmp_path / "y")]
     )
     assert out.exit_code == 2 and "unknown key 'stepz'" in out.output
+
+
+def test_time_budget_stops_with_a_checkpoint_and_exports(corpus: Path, tmp_path: Path) -> None:
+    result = train(corpus, _cfg(steps=50, max_minutes=1e-6), tmp_path, progress=False)
+    assert result.steps == 1 and len(result.losses) == 1
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 1
+    assert load_encoder(tmp_path / "encoder").args.patch_px == 4

@@ -18,7 +18,12 @@ class TrainConfig(BaseModel):
 
     model: str = Field(default="tiny", description="model size: tiny, small, base, large")
     patch_px: int | None = Field(default=None, ge=1, description="override the size's patch pixels")
-    steps: int = Field(default=1000, ge=1, description="optimizer steps in total")
+    steps: int = Field(
+        default=1000, ge=1, description="optimizer steps in total (sets the schedule)"
+    )
+    max_minutes: float | None = Field(
+        default=None, gt=0, description="also stop (with a checkpoint) after this wall time"
+    )
     batch_size: int = Field(default=8, ge=1, description="groups per micro-batch per rank")
     grad_accum: int = Field(default=1, ge=1, description="micro-batches per optimizer step")
     lr: float = Field(default=5e-4, gt=0, description="peak learning rate")

@@ -137,7 +137,7 @@ def _run(
         torch.autocast("cuda", dtype=torch.bfloat16) if env.device.type == "cuda" else nullcontext()
     )
     model.train()
-    tic = time.perf_counter()
+    started = tic = time.perf_counter()
     try:
         for step in range(start_step, end):
             lr = get_lr(step, cfg)
@@ -184,13 +184,34 @@ def _run(
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
             tic = time.perf_counter()
-            if done % cfg.checkpoint_every == 0 or done == end:
+            out_of_time = _out_of_time(started, cfg, env)
+            if done % cfg.checkpoint_every == 0 or done == end or out_of_time:
                 _save_checkpoint(out, model, optimizer, cfg, done, env)
+            if out_of_time:
+                log.warning("stopping at step %d: max_minutes=%s reached", done, cfg.max_minutes)
+                result.steps = done
+                break
     finally:
         bar.close()
         if metrics is not None:
             metrics.close()
+    if env.rank == 0 and result.losses:
+        from terracorpus.training.export import export_encoder
+
+        export_encoder(out / "checkpoints" / "last.pt", out / "encoder", overwrite=True)
     return result
+
+
+def _out_of_time(started: float, cfg: TrainConfig, env: _Dist) -> bool:
+    """Whether ``max_minutes`` has passed; rank 0 decides for every rank."""
+    if cfg.max_minutes is None:
+        return False
+    late = time.perf_counter() - started > cfg.max_minutes * 60
+    if env.world_size == 1:
+        return late
+    flag = torch.tensor([float(late)], device=env.device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def _setup_distributed(cfg: TrainConfig) -> _Dist:
