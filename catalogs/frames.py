@@ -1,0 +1,166 @@
+"""Scene records as GeoDataFrame rows and back: the in-memory form of ``scenes.parquet``.
+
+One row per scene; the geometry is the footprint in lon/lat (EPSG:4326). Nested fields are
+JSON strings so the table stays flat and readable by any Parquet tool:
+
+- ``grids``: ``[{"gsd": 10.0, "transform": [a, b, c, d, e, f], "shape": [rows, cols]}, ...]``
+- ``bands``: ``[{"band": "B04", "key": "red", "href": "...", "band_index": 1}, ...]``
+- ``qa``: ``{"key": "scl", "href": "...", "band_index": 1}`` or null
+- ``bbox``: ``[west, south, east, north]``
+
+:func:`scenes_from_frame` is the exact inverse of :func:`scenes_to_frame`. No file I/O here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+import shapely
+
+from terracorpus.catalogs.errors import CatalogError
+from terracorpus.catalogs.scene import AssetRef, Grid, SceneRecord
+
+COLUMNS = (
+    "id",
+    "collection",
+    "sensor",
+    "datetime",
+    "crs",
+    "gsd",
+    "cloud_cover",
+    "sun_elevation",
+    "sun_azimuth",
+    "off_nadir",
+    "platform",
+    "self_href",
+    "api_url",
+    "bbox",
+    "grids",
+    "bands",
+    "qa",
+)
+_FLOATS = ("gsd", "cloud_cover", "sun_elevation", "sun_azimuth", "off_nadir")
+_STRINGS = ("id", "collection", "sensor", "crs", "platform", "self_href", "api_url")
+
+
+def scenes_to_frame(scenes: Sequence[SceneRecord]) -> gpd.GeoDataFrame:
+    """A GeoDataFrame with one row per scene (geometry: footprint, EPSG:4326)."""
+    rows = [_row(s) for s in scenes]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame["datetime"] = pd.to_datetime(frame["datetime"], utc=True)
+    for col in _FLOATS:
+        frame[col] = frame[col].astype("float64")
+    for col in _STRINGS:
+        frame[col] = frame[col].astype("object")
+    geometry = shapely.from_wkb([s.footprint_wkb for s in scenes])
+    return gpd.GeoDataFrame(frame, geometry=geometry, crs="EPSG:4326")
+
+
+def scenes_from_frame(frame: gpd.GeoDataFrame) -> list[SceneRecord]:
+    """The scene records of a frame made by :func:`scenes_to_frame` (or read from Parquet)."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise CatalogError(
+            f"a scenes table needs the columns {missing}; it has {list(frame.columns)}"
+        )
+    wkbs = shapely.to_wkb(frame.geometry.to_numpy())
+    times = pd.to_datetime(frame["datetime"], utc=True)
+    return [
+        _record(row, wkb, ts.to_pydatetime())
+        for row, wkb, ts in zip(frame[list(COLUMNS)].to_dict("records"), wkbs, times, strict=True)
+    ]
+
+
+def _row(s: SceneRecord) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "collection": s.collection,
+        "sensor": s.sensor,
+        "datetime": s.datetime,
+        "crs": s.crs,
+        "gsd": s.gsd,
+        "cloud_cover": s.cloud_cover,
+        "sun_elevation": s.sun_elevation,
+        "sun_azimuth": s.sun_azimuth,
+        "off_nadir": s.off_nadir,
+        "platform": s.platform,
+        "self_href": s.self_href,
+        "api_url": s.api_url,
+        "bbox": json.dumps(list(s.bbox)),
+        "grids": json.dumps(
+            [
+                {"gsd": gsd, "transform": list(g.transform), "shape": list(g.shape)}
+                for gsd, g in s.grids
+            ]
+        ),
+        "bands": json.dumps([{"band": name, **_asset_dict(ref)} for name, ref in s.bands]),
+        "qa": None if s.qa is None else json.dumps(_asset_dict(s.qa)),
+    }
+
+
+def _asset_dict(ref: AssetRef) -> dict[str, Any]:
+    return {"key": ref.key, "href": ref.href, "band_index": ref.band_index}
+
+
+def _record(row: dict[str, Any], wkb: bytes, when: Any) -> SceneRecord:
+    w, s, e, n = (float(v) for v in json.loads(row["bbox"]))
+    grids = tuple(
+        (
+            float(g["gsd"]),
+            Grid(
+                transform=(
+                    float(g["transform"][0]),
+                    float(g["transform"][1]),
+                    float(g["transform"][2]),
+                    float(g["transform"][3]),
+                    float(g["transform"][4]),
+                    float(g["transform"][5]),
+                ),
+                shape=(int(g["shape"][0]), int(g["shape"][1])),
+            ),
+        )
+        for g in json.loads(row["grids"])
+    )
+    bands = tuple((str(b["band"]), _asset_ref(b)) for b in json.loads(row["bands"]))
+    qa = _opt_str(row["qa"])
+    return SceneRecord(
+        id=str(row["id"]),
+        collection=str(row["collection"]),
+        sensor=str(row["sensor"]),
+        datetime=when,
+        footprint_wkb=bytes(wkb),
+        bbox=(w, s, e, n),
+        crs=str(row["crs"]),
+        grids=grids,
+        gsd=float(row["gsd"]),
+        bands=bands,
+        qa=None if qa is None else _asset_ref(json.loads(qa)),
+        cloud_cover=_opt_float(row["cloud_cover"]),
+        sun_elevation=_opt_float(row["sun_elevation"]),
+        sun_azimuth=_opt_float(row["sun_azimuth"]),
+        off_nadir=_opt_float(row["off_nadir"]),
+        platform=_opt_str(row["platform"]),
+        self_href=_opt_str(row["self_href"]),
+        api_url=_opt_str(row["api_url"]),
+    )
+
+
+def _asset_ref(d: dict[str, Any]) -> AssetRef:
+    return AssetRef(key=str(d["key"]), href=str(d["href"]), band_index=int(d["band_index"]))
+
+
+def _opt_float(v: Any) -> float | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return float(v)
+
+
+def _opt_str(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return str(v)
