@@ -316,6 +316,7 @@ def _s2_scenes(ctx: _Ctx, clear_day: date) -> list[SceneSpec]:
                         ("mgrs:utm_zone", tile.epsg % 100),
                         ("mgrs:latitude_band", tile.name[2]),
                         ("mgrs:grid_square", tile.name[3:]),
+                        ("grid:code", f"MGRS-{tile.name}"),
                         ("sat:relative_orbit", orbit),
                         ("sat:orbit_state", "descending"),
                     ),

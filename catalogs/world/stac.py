@@ -34,6 +34,7 @@ EXTENSIONS = {
     "view": f"{_EXT}/view/v1.0.0/schema.json",
     "sat": f"{_EXT}/sat/v1.0.0/schema.json",
     "mgrs": f"{_EXT}/mgrs/v1.0.0/schema.json",
+    "grid": f"{_EXT}/grid/v1.0.0/schema.json",
     "landsat": f"{_EXT}/landsat/v2.0.0/schema.json",
 }
 _INFO: dict[str, dict[str, Any]] = {
@@ -41,7 +42,7 @@ _INFO: dict[str, dict[str, Any]] = {
         "constellation": "sentinel-2",
         "instruments": ["msi"],
         "title": "Sentinel-2 Level-2A (terracorpus demo world)",
-        "ext": ("eo", "raster", "proj", "view", "sat", "mgrs"),
+        "ext": ("eo", "raster", "proj", "view", "sat", "mgrs", "grid"),
     },
     LANDSAT: {
         "constellation": None,
@@ -116,6 +117,9 @@ def _qa_asset(spec: SceneSpec, key: str, r: Raster, href: str) -> dict[str, Any]
             ["cloud", "cloud-shadow", "snow-ice", "water-mask"],
         )
         raster = {**_raster_band(None, "uint16", gsd, 1), "unit": "bit index"}
+    elif spec.collection == GAOFEN:
+        title, roles = "Quality mask (SCL class codes)", ["data", "cloud"]
+        raster = _raster_band(None, "uint8", gsd, 0)
     else:
         title, roles = "Scene classification map (SCL)", ["data", "cloud"]
         raster = _raster_band(None, "uint8", gsd, 0)
