@@ -39,6 +39,9 @@ class SearchConfig(_Section):
         default=None, description="lon/lat (west, south, east, north)"
     )
     geojson: str | None = Field(default=None, description="path to a GeoJSON area")
+    tiles: list[tuple[float, float, float, float]] | None = Field(
+        default=None, description="lon/lat bboxes searched as given (instead of bbox/geojson)"
+    )
     start: date | None = None
     end: date | None = None
     max_cloud_cover: float = Field(default=80.0, ge=0, le=100)
@@ -46,6 +49,8 @@ class SearchConfig(_Section):
     page_size: int = Field(default=100, ge=1, le=10000)
     timeout_s: float = Field(default=30.0, gt=0)
     retries: int = Field(default=4, ge=0)
+    backoff_s: float = Field(default=0.5, ge=0, description="retry n waits backoff_s * 2**n")
+    parallel: int = Field(default=8, ge=1, description="tiles searched at once (threads)")
     sensor_files: list[str] = Field(default_factory=list, description="extra sensors YAML/TOML")
 
 

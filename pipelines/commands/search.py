@@ -1,0 +1,42 @@
+"""`search`: STAC APIs -> scenes.parquet in the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from terracorpus.pipelines.config import load_config
+from terracorpus.pipelines.rundir import RunDir
+from terracorpus.pipelines.stages.search import OUTPUT, run_search
+
+
+@click.command("search")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The run config (YAML or TOML).",
+)
+@click.option("--run-dir", help="Run directory (default: the config's run_dir).")
+@click.option("--strict", is_flag=True, help="Stop at the first unusable item.")
+def search_cmd(config_path: Path, run_dir: str | None, strict: bool) -> None:
+    """Search the configured STAC APIs and write scenes.parquet."""
+    cfg = load_config(config_path)
+    update: dict[str, object] = {}
+    if run_dir is not None:
+        update["run_dir"] = run_dir
+    if strict:
+        update["strict"] = True
+    cfg = cfg.model_copy(update=update)
+    run = RunDir(cfg.run_dir, cfg)
+    with run.timed("search"):
+        summary = run_search(cfg, run)
+    click.echo(f"{run.path(OUTPUT)}: {summary}")
+    failures = run.failures("search")
+    if len(failures):
+        click.echo(f"{len(failures)} unusable items recorded in {run.path('failures.parquet')}")
+
+
+COMMANDS = [search_cmd]
