@@ -125,10 +125,22 @@ class DedupConfig(_Section):
 class CorpusConfig(_Section):
     """How the corpus is laid out and where it goes."""
 
-    shard_mb: float = Field(default=64.0, gt=0)
-    codec: Literal["zstd", "blosc-lz4", "blosc-zstd", "none"] = "zstd"
-    codec_level: int = Field(default=3, ge=0, le=22)
-    val_fraction: float = Field(default=0.1, ge=0, lt=1)
+    shard_mb: float = Field(
+        default=64.0, gt=0, description="target shard size, MB of uncompressed pixels"
+    )
+    max_images_per_shard: int = Field(
+        default=256,
+        ge=1,
+        description="cap on images per shard: zarr reads the shard index (16 bytes per image) "
+        "with every single-image read, so small chips in huge shards read mostly index",
+    )
+    codec: Literal["zstd", "blosc-lz4", "blosc-zstd", "none"] = Field(
+        default="zstd", description="pixel and validity compression (docs/corpus-format.md)"
+    )
+    codec_level: int = Field(default=3, ge=0, le=22, description="compression level")
+    val_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="share of groups in the val split (hash of group id)"
+    )
 
 
 class DaskConfig(_Section):

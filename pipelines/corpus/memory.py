@@ -67,6 +67,7 @@ def write_arrays(
     *,
     scratch: Path,
     shard_mb: float = 64.0,
+    max_images_per_shard: int | None = 256,
     codec: str = "zstd",
     level: int = 3,
     provenance: Provenance | None = None,
@@ -77,7 +78,7 @@ def write_arrays(
     location = (
         target if isinstance(target, CorpusLocation) else CorpusLocation.of(target, storage_options)
     )
-    plan = plan_corpus(groups, images, layouts, shard_mb)
+    plan = plan_corpus(groups, images, layouts, shard_mb, max_images_per_shard=max_images_per_shard)
     return write_corpus(
         location,
         plan,

@@ -9,10 +9,9 @@ Nothing here reads or writes files.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -175,19 +174,26 @@ class CorpusPlan:
 
     def fingerprint(self) -> str:
         """sha256 of everything that decides the bytes of the shards."""
-        doc = {
-            "layouts": {k: asdict(v) for k, v in sorted(self.layouts.items())},
-            "k": dict(sorted(self.images_per_shard.items())),
-            "base": [dict(sorted(self.base_images.items())), self.base_groups],
-            "images": {s: [asdict(i) for i in imgs] for s, imgs in sorted(self.images.items())},
-        }
-        text = json.dumps(doc, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
+        h = hashlib.sha256()
+        for part in (
+            sorted((k, repr(v)) for k, v in self.layouts.items()),
+            sorted(self.images_per_shard.items()),
+            sorted(self.base_images.items()),
+            self.base_groups,
+        ):
+            h.update(repr(part).encode())
+        for sensor in sorted(self.images):
+            h.update(sensor.encode())
+            for img in self.images[sensor]:  # frozen dataclass reprs are deterministic
+                h.update(repr(img).encode())
+        return h.hexdigest()
 
 
-def images_per_shard(layout: SensorLayout, shard_mb: float) -> int:
-    """How many images fill a shard of ``shard_mb`` MB (uncompressed), at least one."""
-    return max(1, int(shard_mb * 1e6 // layout.image_nbytes))
+def images_per_shard(layout: SensorLayout, shard_mb: float, max_images: int | None = None) -> int:
+    """How many images fill a shard of ``shard_mb`` MB (uncompressed): at least one, at most
+    ``max_images``."""
+    k = max(1, int(shard_mb * 1e6 // layout.image_nbytes))
+    return k if max_images is None else min(k, max_images)
 
 
 def split_of(group_id: str, val_fraction: float) -> str:
@@ -205,6 +211,7 @@ def plan_corpus(
     base_images: Mapping[str, int] | None = None,
     base_groups: int = 0,
     base_images_per_shard: Mapping[str, int] | None = None,
+    max_images_per_shard: int | None = None,
 ) -> CorpusPlan:
     """Order images by (sensor, group), and cut each sensor's rows into shards.
 
@@ -216,6 +223,7 @@ def plan_corpus(
         base_images: rows already in the corpus per sensor (when appending).
         base_groups: groups already in the corpus (when appending).
         base_images_per_shard: the existing arrays' rows per shard (when appending).
+        max_images_per_shard: cap on rows per shard (keeps the shard index small).
     """
     base = dict(base_images or {})
     by_id = {img.image_id: img for img in images}
@@ -231,7 +239,7 @@ def plan_corpus(
             if sensor not in layouts:
                 raise CorpusError(f"group {g.group_id}: sensor {sensor!r} has no layout")
             rows.setdefault(sensor, []).append(img)
-    k_of = {s: images_per_shard(layouts[s], shard_mb) for s in rows}
+    k_of = {s: images_per_shard(layouts[s], shard_mb, max_images_per_shard) for s in rows}
     k_of.update({s: k for s, k in (base_images_per_shard or {}).items() if s in rows})
     shards = [sh for s in sorted(rows) for sh in _cut(s, rows[s], k_of[s], base.get(s, 0))]
     return CorpusPlan(

@@ -43,6 +43,7 @@ class SceneChipReader:
     sensors: Mapping[str, Sensor]
     strict: bool = False
     labeller: Labeller | None = field(default=None)
+    _labels: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def for_images(self, images: Sequence[ImageSpec]) -> SceneChipReader:
         needed = {i.scene_id for i in images}
@@ -91,8 +92,17 @@ class SceneChipReader:
                 self._fail(img, res, out)
                 continue
             self._place(row, res, sensor, layout, out)
-            if out.labels is not None and self.labeller is not None:
-                out.labels[row] = self.labeller(req.bounds, req.crs)
+            if out.labels is not None:
+                out.labels[row] = self._label(img.group_id, req)
+
+    def _label(self, group_id: str, req: ChipRequest) -> int:
+        """The group's land-cover label: one truth read per group and task (members share
+        the group's footprint)."""
+        if self.labeller is None:
+            return -1
+        if group_id not in self._labels:
+            self._labels[group_id] = self.labeller(req.bounds, req.crs)
+        return self._labels[group_id]
 
     def _place(
         self, row: int, chip: ChipPixels, sensor: Sensor, layout: SensorLayout, out: ShardPixels

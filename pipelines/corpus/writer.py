@@ -22,6 +22,7 @@ import json
 import logging
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -295,9 +296,15 @@ def _finish(
     facts = {f["image_id"]: f for r in results for f in r.images}
     root = zarr.open_group(location.store(store_name), mode="r+")
     new_cols = tables.image_columns(plan, facts)
-    for sensor, cols in new_cols.items():
-        _write_image_arrays(root, sensor, cols, plan.base_images.get(sensor, 0))
-    _write_group_tables(root, plan)
+    puts = [
+        put
+        for sensor, cols in new_cols.items()
+        for put in _image_arrays(root, sensor, cols, plan.base_images.get(sensor, 0))
+    ]
+    puts += _group_tables(root, plan)
+    # Many small arrays: written concurrently, as each is a few round trips to storage.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda p: _put(*p), puts))
     manifest = build_manifest(plan, new_cols, facts)
     if append:
         old = read_manifest(location)
@@ -314,9 +321,13 @@ def _finish(
     return meta
 
 
-def _write_image_arrays(root: zarr.Group, sensor: str, cols: tables.Columns, base: int) -> None:
+_Put = tuple[zarr.Group, str, np.ndarray, tuple[str, ...], dict[str, Any]]
+
+
+def _image_arrays(root: zarr.Group, sensor: str, cols: tables.Columns, base: int) -> list[_Put]:
     group = root[f"{SENSORS_GROUP}/{sensor}"]
     assert isinstance(group, zarr.Group)
+    puts: list[_Put] = []
     for name, values in cols.items():
         if base:
             values = np.concatenate([_old_column(group, name, base, values), values])
@@ -326,7 +337,8 @@ def _write_image_arrays(root: zarr.Group, sensor: str, cols: tables.Columns, bas
         if name == "datetime":
             attrs.update(units="nanoseconds since 1970-01-01", calendar="proleptic_gregorian")
         dims = ("image", "affine") if values.ndim == 2 else ("image",)
-        _put(group, name, values, dims, attrs)
+        puts.append((group, name, values, dims, attrs))
+    return puts
 
 
 def _old_column(group: zarr.Group, name: str, base: int, like: np.ndarray) -> np.ndarray:
@@ -338,7 +350,7 @@ def _old_column(group: zarr.Group, name: str, base: int, like: np.ndarray) -> np
     return old.astype(object) if like.dtype == object else old
 
 
-def _write_group_tables(root: zarr.Group, plan: CorpusPlan) -> None:
+def _group_tables(root: zarr.Group, plan: CorpusPlan) -> list[_Put]:
     group = root.require_group(GROUPS_GROUP)
     member_base = 0
     old: tables.Columns = {}
@@ -358,8 +370,7 @@ def _write_group_tables(root: zarr.Group, plan: CorpusPlan) -> None:
         "bounds": ("group", "bbox"),
         "lonlat_bounds": ("group", "bbox"),
     }
-    for name, values in cols.items():
-        _put(group, name, values, dims.get(name, ("group",)), {})
+    return [(group, name, values, dims.get(name, ("group",)), {}) for name, values in cols.items()]
 
 
 def _put(

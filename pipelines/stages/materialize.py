@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Any
 
 import pandas as pd
@@ -97,6 +97,7 @@ def run_materialize(
         base_images=base.images if base else None,
         base_groups=base.groups if base else 0,
         base_images_per_shard=base.images_per_shard if base else None,
+        max_images_per_shard=config.corpus.max_images_per_shard,
     )
     run.clear_failures(STAGE)
     reader = SceneChipReader(
@@ -136,30 +137,44 @@ def chip_id(group_id: str, scene_id: str) -> str:
 
 
 def kept_groups(
-    groups: Sequence[ImageGroup],
-    selection: pd.DataFrame,
-    *,
-    skip: set[str] = frozenset(),  # type: ignore[assignment]
+    groups: Sequence[ImageGroup], selection: pd.DataFrame, *, skip: Set[str] = frozenset()
 ) -> list[KeptGroup]:
     """Groups whose anchor chip is kept; members whose own chip was dropped are left out.
 
-    Members the selection does not list (dedup may judge anchors only) stay in.
+    The anchor row is the one with ``role == "anchor"`` (or, without a role column, the chip
+    ``<group_id>/<anchor scene>``); its cluster is the group's. Member chips are named
+    ``<group_id>/<scene_id>``; members the selection does not list stay in.
     """
     missing = {"chip_id", "group_id", "kept", "cluster_id"} - set(selection.columns)
     if missing:
         raise StageError(f"selection.parquet lacks the columns {sorted(missing)}; rerun dedup")
     kept = dict(zip(selection["chip_id"].astype(str), selection["kept"].astype(bool), strict=True))
-    cluster = dict(zip(selection["chip_id"].astype(str), selection["cluster_id"], strict=True))
+    anchors = _anchor_rows(selection)
     out = []
     for g in groups:
-        anchor = chip_id(g.group_id, g.anchor_scene_id)
-        if g.group_id in skip or not kept.get(anchor, False):
+        row = anchors.get(g.group_id)
+        if row is None:
+            row = anchors.get(chip_id(g.group_id, g.anchor_scene_id))
+        if g.group_id in skip or row is None or not row[0]:
             continue
-        members = [m.scene_id for m in g.members if kept.get(chip_id(g.group_id, m.scene_id), True)]
-        members = [g.anchor_scene_id] + [m for m in members if m != g.anchor_scene_id]
-        c = cluster.get(anchor)
-        out.append(KeptGroup(g, members, -1 if c is None or pd.isna(c) else int(c)))
+        others = [
+            m.scene_id
+            for m in g.members
+            if m.scene_id != g.anchor_scene_id and kept.get(chip_id(g.group_id, m.scene_id), True)
+        ]
+        c = row[1]
+        out.append(KeptGroup(g, [g.anchor_scene_id, *others], -1 if pd.isna(c) else int(c)))
     return out
+
+
+def _anchor_rows(selection: pd.DataFrame) -> dict[str, tuple[bool, Any]]:
+    """(kept, cluster_id) of each group's anchor chip, by group id (or by chip id)."""
+    if "role" in selection.columns:
+        a = selection[selection["role"].astype(str) == "anchor"]
+        keys = a["group_id"].astype(str)
+    else:
+        a, keys = selection, selection["chip_id"].astype(str)
+    return dict(zip(keys, zip(a["kept"].astype(bool), a["cluster_id"], strict=True), strict=True))
 
 
 def _chip_size_m(kept: Sequence[KeptGroup]) -> float:
