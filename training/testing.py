@@ -1,8 +1,8 @@
 """Build small, valid format-v1 corpora from synthetic arrays, for tests and benchmarks.
 
 The synthetic world: every group is a ground footprint with a land-cover map of a few classes
-(smooth blobs); each class has a reflectance spectrum (a smooth function of wavelength), each
-date a seasonal gain. Every image of a group samples the same map at its sensor's GSD, so
+(smooth blobs); each class has a reflectance spectrum (a smooth function of wavelength) and a
+stripe texture of its own orientation and period, each date a seasonal gain. Every image of a group samples the same map at its sensor's GSD, so
 co-located images really do share information and the majority class is a learnable label.
 
     write_synthetic_corpus(tmp_path / "corpus", n_groups=8)
@@ -118,12 +118,13 @@ def _make_world(spec: CorpusSpec, rng: np.random.Generator) -> dict[str, Any]:
     rows = {s.name: 0 for s in spec.sensors}
     for g in range(spec.n_groups):
         cover = _landcover(n_fine, spec.n_classes, rng)
+        texture = _texture(cover, fine, spec.n_classes, rng)
         x0, y0 = 500_000.0 + 2_000.0 * g, 4_000_000.0 + 1_000.0 * (g % 3)
         members: list[tuple[str, int]] = []
         for sensor in spec.sensors:
             for k in range(spec.members.get(sensor.name, 0)):
                 shift = 0.0 if not members else float(rng.integers(-1, 2)) * sensor.gsd / 2
-                img = _image(sensor, cover, fine, x0 + shift, y0 - shift, g, k, spec, rng)
+                img = _image(sensor, cover, texture, fine, x0 + shift, y0 - shift, g, k, spec, rng)
                 img["row"] = rows[sensor.name]
                 rows[sensor.name] += 1
                 images.append(img)
@@ -154,9 +155,28 @@ def _landcover(n: int, n_classes: int, rng: np.random.Generator) -> np.ndarray:
     return cover
 
 
+def _texture(
+    cover: np.ndarray, fine: float, n_classes: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Class-specific stripes (orientation and wavelength per class, random phase): a spatial
+    structure that masked patches can be reconstructed from, and that tells classes apart."""
+    n = cover.shape[0]
+    yy, xx = np.mgrid[0:n, 0:n] * fine  # metres
+    out = np.zeros(cover.shape)
+    for c in range(n_classes):
+        theta, period = np.pi * c / n_classes, 40.0 + 20.0 * c
+        wave = np.sin(
+            2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period
+            + rng.uniform(0, 2 * np.pi)
+        )
+        out[cover == c] = wave[cover == c]
+    return out
+
+
 def _image(
     sensor: SyntheticSensor,
     cover: np.ndarray,
+    texture: np.ndarray,
     fine: float,
     x0: float,
     y0: float,
@@ -171,7 +191,7 @@ def _image(
     gain = 1.0 + 0.2 * np.sin(2 * np.pi * day / 365.25)
     wl = np.asarray(sensor.wavelengths)
     spectra = np.stack([class_spectrum(c, wl) for c in range(spec.n_classes)])  # (K, C)
-    fine_refl = spectra[cover]  # (n_fine, n_fine, C)
+    fine_refl = spectra[cover] * (1.0 + 0.3 * texture[..., None])  # (n_fine, n_fine, C)
     refl = fine_refl[: n * factor, : n * factor].reshape(n, factor, n, factor, -1).mean((1, 3))
     refl = refl * gain + rng.normal(0, 0.005, refl.shape)
     valid = np.ones((n, n), dtype=np.uint8)
