@@ -223,3 +223,15 @@ def test_materialize_cli_on_a_dask_cluster(world, tmp_path):
     assert validate_corpus(run.root).ok
     timings = json.loads((run.root / "timings.json").read_text())
     assert "materialize" in timings
+
+
+def test_rerunning_materialize_rebuilds_the_run_directorys_corpus(world, tmp_path):
+    cfg, run = _run_dir(tmp_path, world)
+    run_materialize(cfg, run)
+    fewer = world["selection"].copy()
+    fewer.loc[fewer["group_id"] == "grp-10", "kept"] = False
+    run.write_table("selection.parquet", fewer, stage="dedup")
+    assert "2 groups" in run_materialize(cfg, run)
+    assert validate_corpus(run.root).ok
+    assert not (run.root / "corpus.zarr.old").exists()
+    assert not (run.root / "corpus.zarr.partial").exists()

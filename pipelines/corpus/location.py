@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from terracorpus.pipelines.corpus.format import (
 from terracorpus.pipelines.errors import CorpusError
 
 PARTIAL_SUFFIX = ".partial"
+RETIRED_SUFFIX = ".old"
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,26 @@ class CorpusLocation:
         if dst.exists():
             raise CorpusError(f"{dst} already exists; remove it, or use --append-to to add to it")
         src.rename(dst)
+
+    def retire(self) -> None:
+        """Take an existing store out of the way before it is rebuilt.
+
+        Locally it is renamed to ``corpus.zarr.old`` (removed by :meth:`drop_retired` once
+        the new store is published); on object storage it is deleted, as there is no rename.
+        """
+        fs = self.fs()
+        if not fs.exists(self.path(STORE_NAME)):
+            return
+        if self.is_local:
+            old = Path(self.url) / (STORE_NAME + RETIRED_SUFFIX)
+            shutil.rmtree(old, ignore_errors=True)
+            (Path(self.url) / STORE_NAME).rename(old)
+        else:
+            fs.rm(self.path(STORE_NAME), recursive=True)
+
+    def drop_retired(self) -> None:
+        if self.is_local:
+            shutil.rmtree(Path(self.url) / (STORE_NAME + RETIRED_SUFFIX), ignore_errors=True)
 
     def open_group(self, name: str = STORE_NAME, *, mode: str = "r") -> zarr.Group:
         """The store's root group; a missing store is a :class:`CorpusError`."""

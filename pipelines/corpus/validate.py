@@ -171,7 +171,6 @@ def _check_shards(
     report: ValidationReport,
 ) -> None:
     fs = loc.fs()
-    listed = {s["path"] for s in shards}
     for sensor, n in counts.items():
         pix = [s for s in shards if s["path"].startswith(f"{SENSORS_GROUP}/{sensor}/pixels/")]
         covered = sum(s["rows"][1] - s["rows"][0] for s in pix)
@@ -191,7 +190,6 @@ def _check_shards(
             report.add(where, f"truncated or rewritten: {len(blob)} bytes, expected {s['size']}")
         elif hashlib.sha256(blob).hexdigest() != s["sha256"]:
             report.add(where, "corrupt: sha256 differs from the one recorded at write time")
-    del listed
 
 
 def _check_manifest(

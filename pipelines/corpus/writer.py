@@ -97,6 +97,7 @@ def write_corpus(
     level: int = 3,
     client: Client | None = None,
     append: bool = False,
+    replace: bool = False,
 ) -> WriteSummary:
     """Write (or append) the corpus described by ``plan``; resumable through ``scratch``.
 
@@ -109,8 +110,12 @@ def write_corpus(
         codec, level: compression of the pixel and validity arrays (new arrays only).
         client: a Dask client; without one, shards are written in this process.
         append: grow the existing corpus at ``location`` instead of writing a new one.
+        replace: rebuild over an existing corpus (it is taken out of the way first, so a
+            crash leaves no corpus rather than a stale one that looks current).
     """
     store_name = STORE_NAME if append else location.partial_name
+    if replace and not append and location.has_complete_store():
+        location.retire()
     if not append and (location.has_complete_store() or (location.is_local and location.exists())):
         raise CorpusError(
             f"a corpus already exists at {location.url_of(STORE_NAME)}; remove it, write to "
@@ -131,6 +136,7 @@ def write_corpus(
     root_meta = _finish(location, store_name, plan, results, provenance, state, append)
     if not append:
         location.publish()
+        location.drop_retired()
     shutil.rmtree(scratch, ignore_errors=True)
     return WriteSummary(
         url=location.url,

@@ -116,6 +116,7 @@ def run_materialize(
         level=config.corpus.codec_level,
         client=client,
         append=append_to is not None,
+        replace=out is None and append_to is None,  # the run directory's own, stale, corpus
     )
     run.record_failures(summary.failures)
     return _describe(summary, plan)
