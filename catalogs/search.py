@@ -168,7 +168,7 @@ def _area_tiles(area: Area, tile_degrees: float) -> tuple[BaseGeometry, list[BBo
     if isinstance(area, BaseGeometry):
         if area.is_empty:
             raise CatalogError("the search area is an empty geometry")
-        tiles = [t for t in _split(_bounds(area), tile_degrees) if box(*t).intersects(area)]
+        tiles = [t for t in _split(_bounds(area), tile_degrees) if _overlaps(box(*t), area)]
         return area, tiles
     if _is_bbox(area):
         boxes = [_check_bbox(cast(BBox, area))]
@@ -179,6 +179,11 @@ def _area_tiles(area: Area, tile_degrees: float) -> tuple[BaseGeometry, list[BBo
     tiles = [t for b in boxes for part in _unwrap(b) for t in _split(part, tile_degrees)]
     geometry = shapely.union_all([box(*t) for t in tiles])
     return geometry, list(dict.fromkeys(tiles))
+
+
+def _overlaps(tile: BaseGeometry, area: BaseGeometry) -> bool:
+    """The tile shares more than an edge or a corner with the area."""
+    return bool(tile.intersects(area) and not tile.touches(area))
 
 
 def _is_bbox(area: Any) -> bool:
@@ -215,7 +220,9 @@ def _split(b: BBox, step: float) -> list[BBox]:
     return [(xs[i], ys[j], xs[i + 1], ys[j + 1]) for j in range(ny) for i in range(nx)]
 
 
-def _datetime_range(start: date | datetime | None, end: date | datetime | None) -> str:
+def _datetime_range(start: date | datetime | None, end: date | datetime | None) -> str | None:
+    if start is None and end is None:
+        return None  # some APIs (rustac) refuse "../.."
     lo = ".." if start is None else _iso(_as_datetime(start, dtime.min))
     hi = ".." if end is None else _iso(_as_datetime(end, dtime.max))
     if start is not None and end is not None and lo > hi:
@@ -233,12 +240,14 @@ def _iso(d: datetime) -> str:
     return d.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _describe(apis: Sequence[ApiQuery], tiles: list[BBox], when: str, cloud: float) -> str:
+def _describe(apis: Sequence[ApiQuery], tiles: list[BBox], when: str | None, cloud: float) -> str:
     xs = [t[0] for t in tiles] + [t[2] for t in tiles]
     ys = [t[1] for t in tiles] + [t[3] for t in tiles]
     where = f"bbox [{min(xs):.4f}, {min(ys):.4f}, {max(xs):.4f}, {max(ys):.4f}]"
     what = "; ".join(f"{a.url} collections {list(a.collections)}" for a in apis)
-    return f"{what}, {where} ({len(tiles)} tiles), datetime {when}, cloud cover <= {cloud:g}%"
+    return (
+        f"{what}, {where} ({len(tiles)} tiles), datetime {when or 'any'}, cloud cover <= {cloud:g}%"
+    )
 
 
 def _check_collections(apis: Sequence[ApiQuery], registry: SensorRegistry) -> None:
@@ -305,16 +314,14 @@ def _search_tile(
     clients: _ClientCache,
     api: ApiQuery,
     tile: BBox,
-    when: str,
+    when: str | None,
     page_size: int,
     retries: int,
     backoff_s: float,
 ) -> list[dict[str, Any]]:
-    params: dict[str, Any] = {
-        "collections": list(api.collections),
-        "bbox": list(tile),
-        "datetime": when,
-    }
+    params: dict[str, Any] = {"collections": list(api.collections), "bbox": list(tile)}
+    if when is not None:
+        params["datetime"] = when
 
     def fetch() -> list[dict[str, Any]]:
         search = clients.get(api.url).search(**params, limit=page_size)

@@ -231,17 +231,18 @@ def _read_file(path: Path, docs: StacDocuments, *, strict: bool) -> None:
             log.debug("skipping %s: not JSON (%s)", path, e)
             return
         raise ServerError(f"{path} is not a STAC file: it is not valid JSON ({e})") from None
+    base = str(path.parent.resolve())  # once per file: resolving per href is slow
     for obj in objs:
-        _add_document(obj, path, docs, strict=strict)
+        _add_document(obj, path, base, docs, strict=strict)
 
 
-def _add_document(obj: Any, path: Path, docs: StacDocuments, *, strict: bool) -> None:
+def _add_document(obj: Any, path: Path, base: str, docs: StacDocuments, *, strict: bool) -> None:
     kind = obj.get("type") if isinstance(obj, dict) else None
     if kind == "Feature" and "stac_version" in obj and obj.get("id"):
-        docs.items.append(_checked_item(obj, path))
+        docs.items.append(_checked_item(obj, path, base))
     elif kind == "FeatureCollection" and isinstance(obj.get("features"), list):
         for feature in obj["features"]:
-            _add_document(feature, path, docs, strict=True)
+            _add_document(feature, path, base, docs, strict=True)
     elif kind == "Collection" and obj.get("id") and "extent" in obj:
         docs.collections.append({**obj, "links": []})
     elif strict:
@@ -254,23 +255,23 @@ def _add_document(obj: Any, path: Path, docs: StacDocuments, *, strict: bool) ->
         log.debug("skipping %s: not a STAC item or collection", path)
 
 
-def _checked_item(item: dict[str, Any], path: Path) -> dict[str, Any]:
+def _checked_item(item: dict[str, Any], path: Path, base: str) -> dict[str, Any]:
     if not item.get("collection"):
         raise ServerError(
             f"{path}: item {item['id']!r} names no 'collection'; a STAC API serves items "
             "within collections, so add one"
         )
     assets = {
-        key: {**asset, "href": _absolute_href(str(asset.get("href", "")), path)}
+        key: {**asset, "href": _absolute_href(str(asset.get("href", "")), base)}
         for key, asset in (item.get("assets") or {}).items()
     }
     return {**item, "assets": assets}
 
 
-def _absolute_href(href: str, item_file: Path) -> str:
+def _absolute_href(href: str, base: str) -> str:
     if not href or len(urlparse(href).scheme) > 1 or os.path.isabs(href):
         return href
-    return str((item_file.parent / href).resolve())
+    return os.path.normpath(os.path.join(base, href))
 
 
 def _write_inputs(docs: StacDocuments, folder: Path) -> list[str]:

@@ -470,3 +470,13 @@ def test_datetime_bounds_are_utc_and_inclusive(api: str, registry: SensorRegistr
         collections=S2,
     )
     assert [s.id for s in result.scenes] == ["S2_001"]
+
+
+@pytest.mark.integration
+def test_open_time_range(api: str, registry: SensorRegistry) -> None:
+    everything = _search(api, registry, start=None, end=None, max_cloud_cover=100.0)
+    assert len(everything.scenes) == 23 + 3 + 2  # all S2 (incl. no-cloud, far), all Landsat 8
+    assert "datetime any" in everything.query
+    from_march = _search(api, registry, start=date(2022, 3, 1), end=None, max_cloud_cover=100.0)
+    assert {s.id for s in from_march.scenes} >= {"S2_nocloud", "S2_far", "S2_022"}
+    assert all(s.datetime >= datetime(2022, 3, 1, tzinfo=UTC) for s in from_march.scenes)
