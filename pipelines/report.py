@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from terracorpus.pipelines.corpus.info import picture_grid
 from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.rundir import FAILURES, TIMINGS, read_parquet
 
@@ -159,13 +161,11 @@ def _table(df: pd.DataFrame, limit: int = 50) -> str:
 
 
 def _samples(run_dir: Path) -> str | None:
-    """True-colour sample groups from the corpus (written by `corpus info`'s picture code)."""
-    store = run_dir / "corpus.zarr"
-    if not store.exists():
+    """True-colour sample groups from the corpus (the picture of `corpus info`)."""
+    if not (run_dir / "corpus.zarr").exists():
         return None
-    from terracorpus.pipelines.corpus.info import sample_grid_png
-
-    png = sample_grid_png(run_dir, n_groups=6)
+    with tempfile.TemporaryDirectory() as tmp:
+        png = picture_grid(str(run_dir), Path(tmp) / "samples.png", n_groups=6).read_bytes()
     data = base64.b64encode(png).decode()
     return f'<img class="figure" alt="sample groups" src="data:image/png;base64,{data}">'
 
