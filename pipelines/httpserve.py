@@ -1,0 +1,287 @@
+"""A small threaded HTTP file server with byte ranges, for loopback tests and benchmarks.
+
+Python's ``http.server`` ignores ``Range``; GDAL's ``/vsicurl/`` needs it. This server
+answers ``GET``/``HEAD`` with single and multiple byte ranges, counts the bytes it sends and
+the requests it serves, and can be told to answer chosen paths with an error status (404,
+500, ...), so tests can exercise what a flaky object store does.
+
+It runs in a child process (``python -m terracorpus.pipelines.httpserve ROOT``): GDAL calls made through rasterio hold the GIL while they wait
+for the network, so a server thread in the reading process would never get to answer.
+The parent reads the counters and sets failures through a small control path
+(``/_rangeserver/...``) that is not counted.
+
+    with RangeServer(directory) as server:
+        href = server.url("scene/B04.tif")
+        ...
+        print(server.bytes_sent)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.request import urlopen
+
+_RANGE = re.compile(r"(\d*)-(\d*)")
+_CONTROL = "_rangeserver/"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
+    def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def _serve(self, body: bool) -> None:
+        url = urlsplit(self.path)
+        rel = unquote(url.path).lstrip("/")
+        if rel.startswith(_CONTROL):
+            self._control(rel[len(_CONTROL) :], parse_qs(url.query))
+            return
+        self.server.count_request(rel)
+        status = self.server.forced_status(rel)
+        target = (self.server.root / rel).resolve()
+        if status is None and (self.server.root not in target.parents or not target.is_file()):
+            status = 404
+        if status is not None:
+            self._send_error(status, body)
+            return
+        size = target.stat().st_size
+        ranges = _parse_ranges(self.headers.get("Range"), size)
+        if ranges == []:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        with target.open("rb") as f:
+            if ranges is None:
+                self._send_whole(f, size, body)
+            elif len(ranges) == 1:
+                self._send_single(f, size, ranges[0], body)
+            else:
+                self._send_multipart(f, size, ranges, body)
+
+    def _control(self, command: str, query: dict[str, list[str]]) -> None:
+        srv = self.server
+        with srv._lock:
+            if command == "fail":
+                srv.errors[query["path"][0]] = int(query["status"][0])
+            elif command == "reset":
+                srv.bytes_sent = 0
+                srv.requests.clear()
+            payload = json.dumps({"bytes_sent": srv.bytes_sent, "requests": srv.requests}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _send_error(self, status: int, body: bool) -> None:
+        payload = f"status {status}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if body:
+            self._write(payload)
+
+    def _send_whole(self, f: Any, size: int, body: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        if body:
+            self._write(f.read())
+
+    def _send_single(self, f: Any, size: int, rng: tuple[int, int], body: bool) -> None:
+        start, end = rng
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        if body:
+            f.seek(start)
+            self._write(f.read(end - start + 1))
+
+    def _send_multipart(self, f: Any, size: int, ranges: list[tuple[int, int]], body: bool) -> None:
+        boundary = uuid.uuid4().hex
+        parts = []
+        for start, end in ranges:
+            f.seek(start)
+            head = (
+                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Range: bytes {start}-{end}/{size}\r\n\r\n"
+            ).encode()
+            parts.append(head + f.read(end - start + 1) + b"\r\n")
+        payload = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        self.send_response(206)
+        self.send_header("Content-Type", f"multipart/byteranges; boundary={boundary}")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if body:
+            self._write(payload)
+
+    def _write(self, payload: bytes) -> None:
+        self.wfile.write(payload)
+        self.server.count_bytes(len(payload))
+
+
+def _parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:
+    """Inclusive (start, end) pairs; None for no/invalid header (whole file), [] if unsatisfiable."""
+    if not header or not header.startswith("bytes="):
+        return None
+    out = []
+    for spec in header[len("bytes=") :].split(","):
+        m = _RANGE.fullmatch(spec.strip())
+        if not m or (not m.group(1) and not m.group(2)):
+            return None
+        if m.group(1):
+            start = int(m.group(1))
+            end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+        else:  # suffix range: the last N bytes
+            start, end = max(0, size - int(m.group(2))), size - 1
+        if start <= end and start < size:
+            out.append((start, end))
+    return out
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path, address: tuple[str, int]) -> None:
+        super().__init__(address, _Handler)
+        self.root = root
+        self._lock = threading.Lock()
+        self.bytes_sent = 0
+        self.requests: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+
+    def count_bytes(self, n: int) -> None:
+        with self._lock:
+            self.bytes_sent += n
+
+    def count_request(self, rel: str) -> None:
+        with self._lock:
+            self.requests[rel] = self.requests.get(rel, 0) + 1
+
+    def forced_status(self, rel: str) -> int | None:
+        with self._lock:
+            return self.errors.get(rel)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m terracorpus.pipelines.httpserve ROOT [HOST] [PORT]``: serve ROOT.
+
+    Prints ``host port`` on the first line of stdout once listening.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    host = args[1] if len(args) > 1 else "127.0.0.1"
+    port = int(args[2]) if len(args) > 2 else 0
+    server = _Server(Path(args[0]), (host, port))
+    print(*server.server_address[:2], flush=True)
+    server.serve_forever()
+
+
+class RangeServer:
+    """Serve ``root`` on ``host:port`` (port 0: any free port) from a child process.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.root = Path(root).resolve()
+        self._host, self._port = host, port
+        self._process: subprocess.Popen[str] | None = None
+        self._address: tuple[str, int] | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self._address is None:
+            raise RuntimeError("the range server is not started; call start() first")
+        return f"http://{self._address[0]}:{self._address[1]}"
+
+    def url(self, path: str | os.PathLike[str]) -> str:
+        """The URL of a file given relative to ``root`` (or as an absolute path under it)."""
+        p = Path(path)
+        rel = p.resolve().relative_to(self.root) if p.is_absolute() else p
+        return f"{self.base_url}/{quote(rel.as_posix())}"
+
+    def _control(self, command: str, **query: Any) -> dict[str, Any]:
+        qs = "&".join(f"{k}={quote(str(v))}" for k, v in query.items())
+        with urlopen(f"{self.base_url}/{_CONTROL}{command}?{qs}", timeout=10) as r:
+            data: dict[str, Any] = json.loads(r.read())
+        return data
+
+    @property
+    def bytes_sent(self) -> int:
+        """Body bytes sent so far (file content and multipart framing)."""
+        return int(self._control("stats")["bytes_sent"])
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Requests served so far, per path relative to ``root``."""
+        return dict(self._control("stats")["requests"])
+
+    def reset_counters(self) -> None:
+        self._control("reset")
+
+    def fail(self, path: str, status: int) -> None:
+        """Answer every request for ``path`` (relative to ``root``) with ``status``."""
+        self._control("fail", path=Path(path).as_posix(), status=status)
+
+    def start(self) -> RangeServer:
+        cmd = [sys.executable, "-m", __name__, str(self.root), self._host, str(self._port)]
+        self._process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().split()
+        if len(line) != 2:
+            self.stop()
+            raise RuntimeError(f"the range server did not start (command: {' '.join(cmd)})")
+        self._address = (line[0], int(line[1]))
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+            self._process = None
+
+    def __enter__(self) -> RangeServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    main()

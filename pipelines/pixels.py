@@ -1,0 +1,392 @@
+"""All pixel reading of the project: chips of one scene, cheaply, onto a requested grid.
+
+:func:`read_scene_chips` reads many chips of one scene in one call: every band asset is
+opened once, each chip is a windowed read, and the read comes from the coarsest COG overview
+that is still at least as fine as the requested pixel size (GDAL picks that level itself
+when asked for a smaller output than the window; ``GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD=1``
+keeps it from taking a coarser one). A chip whose CRS differs from the scene's (a member
+across a UTM zone boundary) is read at overview resolution around its footprint and warped
+onto the chip grid in memory. Bands coarser than the grid are resampled onto it; QA always
+with nearest neighbour.
+
+Problems of one chip come back as :class:`ChipFailure` in the chip's place, not as
+exceptions; a scene that cannot be opened fails all its chips with the reason.
+Hrefs may be local paths, ``http(s)://`` URLs (GDAL ``/vsicurl/`` range requests) or
+``s3://`` URLs (``/vsis3/``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import numpy as np
+import rasterio
+import rasterio.warp
+from affine import Affine
+from numpy.typing import NDArray
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
+from rasterio.windows import Window, from_bounds
+
+from terracorpus.catalogs.scene import AssetRef, SceneRecord
+from terracorpus.catalogs.sensors import Sensor
+from terracorpus.pipelines.cluster import worker_env
+
+Bounds = tuple[float, float, float, float]
+
+# The QA value a pixel outside the QA raster gets: "no data" in each QA coding.
+QA_FILL = {"scl": 0, "demo_mask": 0, "qa_pixel": 1, "none": 0}
+READ_ENV = {"GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD": "1.0"}
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ChipRequest:
+    """One chip of one scene: a footprint in ``crs`` and the output pixel size in metres."""
+
+    chip_id: str
+    bounds: Bounds
+    crs: str
+    gsd: float
+
+
+@dataclass(frozen=True, eq=False)
+class ChipPixels:
+    """The pixels of one chip on the requested grid.
+
+    ``pixels`` are stored values (native dtype) in the order of the bands asked for; ``qa``
+    the raw QA values on the same grid (None if the sensor has none); ``nodata`` is True
+    where any band has no data or the scene does not reach. ``overview_level`` is the COG
+    overview read for the finest bands (0 = first overview, None = full resolution).
+    """
+
+    chip_id: str
+    pixels: NDArray[np.generic]
+    qa: NDArray[np.generic] | None
+    nodata: NDArray[np.bool_]
+    transform: tuple[float, ...]
+    crs: str
+    overview_level: int | None
+
+
+@dataclass(frozen=True)
+class ChipFailure:
+    """A chip that could not be read, with a short reason code and a detail for people.
+
+    Reasons: ``scene_unreadable`` (the scene could not be opened: missing file, HTTP error,
+    not a GeoTIFF), ``outside`` (the chip does not overlap the scene's raster), ``no_data``
+    (it overlaps, but every pixel is nodata), ``qa_shape`` (the QA raster does not cover the
+    scene's grid), ``read_error`` (a read failed: truncated file, HTTP error mid-way).
+    """
+
+    chip_id: str
+    reason: str
+    detail: str = ""
+
+
+class _ChipError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class _Grid:
+    transform: Affine
+    height: int
+    width: int
+    crs: CRS
+    gsd: float
+
+    @property
+    def bounds(self) -> Bounds:
+        minx, maxy = self.transform.c, self.transform.f
+        return (minx, maxy - self.height * self.gsd, minx + self.width * self.gsd, maxy)
+
+
+@dataclass
+class _Source:
+    """One opened asset and which output bands come from which of its band indexes."""
+
+    href: str
+    ds: DatasetReader
+    indexes: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    nodata: list[float | None] = field(default_factory=list)
+
+
+def gdal_path(href: str) -> str:
+    """The path GDAL opens for an href: local paths as is, URLs through its virtual FS."""
+    if href.startswith(("http://", "https://")):
+        return f"/vsicurl/{href}"
+    if href.startswith("s3://"):
+        return f"/vsis3/{href[len('s3://') :]}"
+    if href.startswith("file://"):
+        return href[len("file://") :]
+    return href
+
+
+def chip_grid(req: ChipRequest) -> tuple[Affine, int, int]:
+    """The output grid of a request: its affine transform, height and width."""
+    minx, miny, maxx, maxy = req.bounds
+    width = max(1, round((maxx - minx) / req.gsd))
+    height = max(1, round((maxy - miny) / req.gsd))
+    return Affine(req.gsd, 0.0, minx, 0.0, -req.gsd, maxy), height, width
+
+
+def choose_overview(native_res: float, factors: Sequence[int], gsd: float) -> int | None:
+    """The coarsest overview (0-based) whose pixels are still at most ``gsd``; None: full res."""
+    best = None
+    for level, factor in enumerate(factors):
+        if native_res * factor <= gsd * (1 + _EPS):
+            best = level
+    return best
+
+
+def scene_window(scene: SceneRecord, bounds: Bounds, crs: str) -> tuple[int, int, int, int]:
+    """(col_off, row_off, width, height) of a footprint on the scene's finest grid."""
+    if CRS.from_user_input(crs) != CRS.from_user_input(scene.crs):
+        bounds = rasterio.warp.transform_bounds(crs, scene.crs, *bounds, densify_pts=21)
+    win = from_bounds(*bounds, transform=Affine(*scene.grid().transform))
+    col, row = math.floor(win.col_off + _EPS), math.floor(win.row_off + _EPS)
+    return (col, row, round(win.width), round(win.height))
+
+
+def read_scene_chips(
+    scene: SceneRecord,
+    sensor: Sensor,
+    requests: Sequence[ChipRequest],
+    *,
+    bands: Sequence[str] | None = None,
+    resampling: str = "average",
+    use_overviews: bool = True,
+) -> list[ChipPixels | ChipFailure]:
+    """Read chips of one scene; one result per request, in request order.
+
+    Args:
+        scene: the scene record (asset hrefs, CRS).
+        sensor: its sensor (band metadata, QA kind).
+        requests: the chips; all of this scene.
+        bands: band names to read, in output order (default: all of the sensor's).
+        resampling: a ``rasterio.enums.Resampling`` name for the bands (QA: nearest).
+        use_overviews: read from COG overviews when the grid is coarser than the data.
+    """
+    names = list(bands) if bands is not None else list(sensor.band_names)
+    with rasterio.Env(**_gdal_options()), ExitStack() as stack:
+        try:
+            sources = _open_band_sources(scene, sensor, names, stack, use_overviews)
+            qa_ds = _open_qa(scene, sensor, stack, use_overviews)
+        except (RasterioError, OSError) as e:
+            return [ChipFailure(r.chip_id, "scene_unreadable", str(e)) for r in requests]
+        qa_problem = _qa_shape_problem(qa_ds, sources[0].ds) if qa_ds is not None else None
+        method = Resampling[resampling]
+        out: list[ChipPixels | ChipFailure] = []
+        for req in requests:
+            if qa_problem is not None:
+                out.append(ChipFailure(req.chip_id, "qa_shape", qa_problem))
+                continue
+            try:
+                out.append(
+                    _read_chip(req, sources, qa_ds, sensor, len(names), method, use_overviews)
+                )
+            except _ChipError as e:
+                out.append(ChipFailure(req.chip_id, e.reason, e.detail))
+            except (RasterioError, OSError) as e:
+                out.append(ChipFailure(req.chip_id, "read_error", str(e)))
+        return out
+
+
+def _gdal_options() -> dict[str, str | int]:
+    """The workers' GDAL settings (and the overview rule) as rasterio.Env options."""
+    env = {**worker_env(), **READ_ENV}
+    return {k: int(v) if v.isdigit() else v for k, v in env.items()}
+
+
+def _open(href: str, stack: ExitStack, use_overviews: bool) -> DatasetReader:
+    # Without overviews GDAL must not see them, or a smaller out_shape would use them anyway.
+    options = {} if use_overviews else {"OVERVIEW_LEVEL": "NONE"}
+    try:
+        ds: DatasetReader = stack.enter_context(rasterio.open(gdal_path(href), **options))
+    except (RasterioError, OSError) as e:
+        raise RasterioError(f"cannot open {href}: {e}") from None
+    return ds
+
+
+def _open_band_sources(
+    scene: SceneRecord, sensor: Sensor, names: Sequence[str], stack: ExitStack, use_overviews: bool
+) -> list[_Source]:
+    """Open each distinct asset once; multi-band assets serve several bands."""
+    by_href: dict[str, _Source] = {}
+    for pos, name in enumerate(names):
+        ref: AssetRef = scene.asset(name)
+        src = by_href.get(ref.href)
+        if src is None:
+            src = by_href[ref.href] = _Source(ref.href, _open(ref.href, stack, use_overviews))
+        src.indexes.append(ref.band_index)
+        src.positions.append(pos)
+        src.nodata.append(sensor.band(name).nodata)
+    return list(by_href.values())
+
+
+def _open_qa(
+    scene: SceneRecord, sensor: Sensor, stack: ExitStack, use_overviews: bool
+) -> DatasetReader | None:
+    if scene.qa is None or sensor.qa.kind == "none":
+        return None
+    return _open(scene.qa.href, stack, use_overviews)
+
+
+def _qa_shape_problem(qa: DatasetReader, band: DatasetReader) -> str | None:
+    """Why the QA raster cannot describe the scene's pixels, or None if it can."""
+    tol = max(abs(qa.res[0]), abs(band.res[0]))
+    off = max(abs(a - b) for a, b in zip(qa.bounds, band.bounds, strict=True))
+    if qa.count != 1 or qa.crs != band.crs or off > tol:
+        return (
+            f"QA raster {qa.name} ({qa.count} band(s), {qa.height}x{qa.width} px, bounds "
+            f"{tuple(round(v, 1) for v in qa.bounds)}) does not cover the scene grid (bounds "
+            f"{tuple(round(v, 1) for v in band.bounds)}); the QA asset is of the wrong shape"
+        )
+    return None
+
+
+def _read_chip(
+    req: ChipRequest,
+    sources: Sequence[_Source],
+    qa_ds: DatasetReader | None,
+    sensor: Sensor,
+    n_bands: int,
+    method: Resampling,
+    use_overviews: bool,
+) -> ChipPixels:
+    transform, height, width = chip_grid(req)
+    grid = _Grid(transform, height, width, CRS.from_user_input(req.crs), req.gsd)
+    dtype = np.result_type(*[s.ds.dtypes[0] for s in sources])
+    pixels = np.zeros((n_bands, height, width), dtype=dtype)
+    nodata = np.zeros((height, width), dtype=bool)
+    levels: list[tuple[float, int | None]] = []
+    for src in sources:
+        fill = [0 if v is None else v for v in src.nodata]
+        arr, level = _read_onto(src.ds, src.indexes, grid, method, use_overviews, fill)
+        pixels[src.positions] = arr
+        for k, v in enumerate(src.nodata):
+            if v is not None:
+                nodata |= np.isnan(arr[k]) if math.isnan(v) else arr[k] == v
+        levels.append((abs(src.ds.res[0]), level))
+    if nodata.all():
+        raise _ChipError("no_data", f"chip {req.chip_id} holds no data pixels in this scene")
+    qa = None
+    if qa_ds is not None:
+        fill_qa = QA_FILL[sensor.qa.kind]
+        qa_arr, _ = _read_onto(qa_ds, [1], grid, Resampling.nearest, use_overviews, [fill_qa])
+        qa = qa_arr[0]
+    return ChipPixels(
+        chip_id=req.chip_id,
+        pixels=pixels,
+        qa=qa,
+        nodata=nodata,
+        transform=tuple(transform)[:6],
+        crs=req.crs,
+        overview_level=min(levels, key=lambda t: t[0])[1],
+    )
+
+
+def _read_onto(
+    ds: DatasetReader,
+    indexes: list[int],
+    grid: _Grid,
+    method: Resampling,
+    use_overviews: bool,
+    fill: list[float],
+) -> tuple[NDArray[np.generic], int | None]:
+    """Bands ``indexes`` of ``ds`` on the chip grid; cells the raster misses hold ``fill``."""
+    factors = ds.overviews(indexes[0])
+    level = choose_overview(abs(ds.res[0]), factors, grid.gsd)
+    if ds.crs == grid.crs:
+        return _read_same_crs(ds, indexes, grid, method, fill), level
+    factor = factors[level] if level is not None else 1
+    return _read_warped(ds, indexes, grid, method, fill, factor), level
+
+
+def _filled(n: int, grid: _Grid, dtype: str, fill: list[float]) -> NDArray[np.generic]:
+    out = np.empty((n, grid.height, grid.width), dtype=dtype)
+    for k, v in enumerate(fill):
+        out[k] = v
+    return out
+
+
+def _read_same_crs(
+    ds: DatasetReader, indexes: list[int], grid: _Grid, method: Resampling, fill: list[float]
+) -> NDArray[np.generic]:
+    """Read the output cells that lie inside the raster with one (sub-pixel) windowed read."""
+    minx, _, _, maxy = grid.bounds
+    g = grid.gsd
+    left, bottom, right, top = ds.bounds
+    c0 = max(0, math.ceil((left - minx) / g - _EPS))
+    c1 = min(grid.width, math.floor((right - minx) / g + _EPS))
+    r0 = max(0, math.ceil((maxy - top) / g - _EPS))
+    r1 = min(grid.height, math.floor((maxy - bottom) / g + _EPS))
+    if c1 <= c0 or r1 <= r0:
+        raise _ChipError("outside", f"chip bounds {grid.bounds} do not overlap {ds.name}")
+    win = from_bounds(minx + c0 * g, maxy - r1 * g, minx + c1 * g, maxy - r0 * g, ds.transform)
+    win = _clamp(win, ds)
+    out = _filled(len(indexes), grid, ds.dtypes[0], fill)
+    out[:, r0:r1, c0:c1] = ds.read(
+        indexes, window=win, out_shape=(len(indexes), r1 - r0, c1 - c0), resampling=method
+    )
+    return out
+
+
+def _clamp(win: Window, ds: DatasetReader) -> Window:
+    col0 = min(max(win.col_off, 0.0), ds.width)
+    row0 = min(max(win.row_off, 0.0), ds.height)
+    col1 = min(max(win.col_off + win.width, 0.0), ds.width)
+    row1 = min(max(win.row_off + win.height, 0.0), ds.height)
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _read_warped(
+    ds: DatasetReader,
+    indexes: list[int],
+    grid: _Grid,
+    method: Resampling,
+    fill: list[float],
+    factor: int,
+) -> NDArray[np.generic]:
+    """Read the chip's footprint (in the raster's CRS) at overview resolution, then warp it."""
+    pad = 2 * grid.gsd
+    minx, miny, maxx, maxy = rasterio.warp.transform_bounds(
+        grid.crs, ds.crs, *grid.bounds, densify_pts=21
+    )
+    win = from_bounds(minx - pad, miny - pad, maxx + pad, maxy + pad, ds.transform)
+    col0 = max(0, math.floor(win.col_off / factor) * factor)
+    row0 = max(0, math.floor(win.row_off / factor) * factor)
+    col1 = min(ds.width, math.ceil((win.col_off + win.width) / factor) * factor)
+    row1 = min(ds.height, math.ceil((win.row_off + win.height) / factor) * factor)
+    if col1 <= col0 or row1 <= row0:
+        raise _ChipError("outside", f"chip bounds {grid.bounds} ({grid.crs}) miss {ds.name}")
+    read_win = Window(col0, row0, col1 - col0, row1 - row0)
+    shape = (len(indexes), math.ceil(read_win.height / factor), math.ceil(read_win.width / factor))
+    src = ds.read(indexes, window=read_win, out_shape=shape, resampling=method)
+    src_transform = ds.window_transform(read_win) @ Affine.scale(
+        read_win.width / shape[2], read_win.height / shape[1]
+    )
+    out = _filled(len(indexes), grid, ds.dtypes[0], fill)
+    for k in range(len(indexes)):
+        rasterio.warp.reproject(
+            source=src[k],
+            destination=out[k],
+            src_transform=src_transform,
+            src_crs=ds.crs,
+            src_nodata=ds.nodatavals[indexes[k] - 1],
+            dst_transform=grid.transform,
+            dst_crs=grid.crs,
+            dst_nodata=fill[k],
+            resampling=method,
+        )
+    return out
