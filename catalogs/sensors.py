@@ -153,7 +153,26 @@ class SensorRegistry:
         return SensorRegistry([*self, *other])
 
 
+_BAND_KEYS = {
+    "name",
+    "common_name",
+    "center_wavelength",
+    "full_width_half_max",
+    "gsd",
+    "dtype",
+    "scale",
+    "offset",
+    "nodata",
+}
+
+
 def _band_from_dict(d: Mapping[str, Any], where: str) -> Band:
+    unknown = set(d) - _BAND_KEYS
+    if unknown:
+        raise SensorRegistryError(
+            f"{where}: band {d.get('name')!r} has unknown keys {sorted(unknown)}; "
+            f"allowed: {sorted(_BAND_KEYS)}"
+        )
     try:
         return Band(
             name=str(d["name"]),
@@ -205,6 +224,14 @@ def sensor_from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Sensor:
             f"{where}: qa.kind {kind!r} is not one of scl, qa_pixel, demo_mask, none"
         )
     qa = QASpec(assets=tuple(qa_d.get("assets", ())), kind=kind, gsd=qa_d.get("gsd"))
+    names = {b.name for b in bands}
+    for key in ("asset_aliases", "band_index"):
+        strays = set(d.get(key) or {}) - names
+        if strays:
+            raise SensorRegistryError(
+                f"{where}: {key} names bands {sorted(strays)} that are not in its bands "
+                f"{sorted(names)}"
+            )
     return Sensor(
         name=name,
         title=str(d.get("title", name)),

@@ -334,3 +334,67 @@ def test_frame_of_no_scenes_and_bad_frame() -> None:
     assert scenes_from_frame(frame) == []
     with pytest.raises(CatalogError, match="needs the columns"):
         scenes_from_frame(frame.drop(columns=["grids"]))
+
+
+# -- a sensor added without code ----------------------------------------------------------
+DEA_YAML = """
+sensors:
+  - name: dea-landsat-8-ard
+    title: Digital Earth Australia Landsat 8 ARD (NBART)
+    collections: [ga_ls8c_ard_3]
+    platforms: [landsat-8]
+    qa: {assets: [], kind: none}
+    bands:
+      - {name: nbart_blue, common_name: blue, center_wavelength: 0.482, full_width_half_max: 0.060, gsd: 30, dtype: int16, scale: 0.0001, nodata: -999}
+      - {name: nbart_green, common_name: green, center_wavelength: 0.561, full_width_half_max: 0.057, gsd: 30, dtype: int16, scale: 0.0001, nodata: -999}
+      - {name: nbart_red, common_name: red, center_wavelength: 0.655, full_width_half_max: 0.037, gsd: 30, dtype: int16, scale: 0.0001, nodata: -999}
+      - {name: nbart_nir, common_name: nir08, center_wavelength: 0.865, full_width_half_max: 0.028, gsd: 30, dtype: int16, scale: 0.0001, nodata: -999}
+"""
+
+DEA_TOML = """
+[[sensors]]
+name = "dea-landsat-8-ard"
+title = "Digital Earth Australia Landsat 8 ARD (NBART)"
+collections = ["ga_ls8c_ard_3"]
+platforms = ["landsat-8"]
+qa = { assets = [], kind = "none" }
+asset_aliases = { red = ["nbart_red"] }
+bands = [
+  { name = "red", common_name = "red", center_wavelength = 0.655, full_width_half_max = 0.037, gsd = 30, dtype = "int16", scale = 0.0001, nodata = -999 },
+  { name = "nir08", center_wavelength = 0.865, full_width_half_max = 0.028, gsd = 30, dtype = "int16", asset_key = "x" },
+]
+"""
+
+
+@pytest.mark.parametrize(("suffix", "text"), [(".yaml", DEA_YAML), (".toml", DEA_TOML)])
+def test_sensor_added_in_a_file_parses_dea_items(
+    shared_stac_items: Path, tmp_path: Path, suffix: str, text: str
+) -> None:
+    from terracorpus.catalogs.errors import SensorRegistryError
+    from terracorpus.catalogs.sensors import load_registry
+
+    sensors = tmp_path / f"dea{suffix}"
+    if suffix == ".toml":
+        # `asset_key` is not a band key: the file is refused with the reason.
+        sensors.write_text(text)
+        with pytest.raises(SensorRegistryError, match=r"dea\.toml.*unknown keys \['asset_key'\]"):
+            load_registry(sensors)
+        text = text.replace(', asset_key = "x"', "").replace(
+            'asset_aliases = { red = ["nbart_red"] }',
+            'asset_aliases = { red = ["nbart_red"], nir08 = ["nbart_nir"] }',
+        )
+    sensors.write_text(text)
+    registry = load_registry(sensors)
+    item = _load(shared_stac_items, DEA)
+    item["collection"] = "ga_ls8c_ard_3"  # DEA publishes it as odc:product only
+    scene = scene_from_item(item, registry)
+    assert scene.sensor == "dea-landsat-8-ard"
+    assert scene.crs == "EPSG:32656"
+    assert [g for g, _ in scene.grids] == [30.0]
+    assert scene.grid().shape == (7841, 7781)
+    assert scene.asset(scene.bands[0][0]).href.startswith("http://dea-public-data-dev")
+    red = dict(scene.bands)["nbart_red" if suffix == ".yaml" else "red"]
+    assert red.key == "nbart_red" and red.href.endswith("_band04.tif")
+    assert scene.cloud_cover == pytest.approx(42.42102985910952)
+    assert scene.sun_elevation == pytest.approx(31.7895917)
+    assert scene.qa is None
