@@ -59,10 +59,10 @@ def demo_run_config(world: Any, api_url: str, run_dir: Path, preset: DemoPreset)
             "run_dir": str(run_dir),
             "search": {
                 "apis": [{"url": api_url, "collections": list(world.collections)}],
-                "bbox": list(world.bbox),
+                # The regions lie continents apart: search each one, not the box around all.
+                "tiles": [r["bbox"] for r in json.loads((world.out / "world.json").read_text())["regions"]],
                 "start": str(world.start),
                 "end": str(world.end),
-                "tile_degrees": 5.0,
                 "page_size": 50,
             },
             "group": {"chip_size_m": preset.chip_size_m},
