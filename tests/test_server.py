@@ -190,6 +190,19 @@ def test_cli_serve_bad_input_is_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_cli_serve_occupied_port_and_empty_dir(
+    built: Path, occupied_port: int, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        main, ["catalog", "serve", str(built), "--port", str(occupied_port)]
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: port {occupied_port} on 127.0.0.1 is already in use")
+    result = CliRunner().invoke(main, ["catalog", "serve", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: no STAC items in {tmp_path}")
+
+
 def test_cli_serve_runs_until_ctrl_c(built: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
