@@ -298,7 +298,7 @@ class _ClientCache:
 def _open_checked(clients: _ClientCache, url: str, retries: int) -> None:
     try:
         clients.get(url)
-    except _Retryable as e:
+    except _GaveUp as e:
         raise StacApiError(f"STAC API {url} failed after {retries} retries: {e}") from None
     except APIError as e:
         code = getattr(e, "status_code", None)
@@ -329,7 +329,7 @@ def _search_tile(
 
     try:
         return _retrying(fetch, retries, backoff_s)
-    except _Retryable as e:
+    except _GaveUp as e:
         raise StacApiError(
             f"STAC API {api.url} failed for the search {params} (page size {page_size}) "
             f"after {retries} retries: {e}"
@@ -345,8 +345,8 @@ def _search_tile(
         raise StacApiError(f"{api.url} is not a STAC API with item search: {e}") from None
 
 
-class _Retryable(Exception):
-    """A malformed answer (not JSON, not a page), worth asking again."""
+class _GaveUp(Exception):
+    """The retries are used up: the API stayed unreachable or kept answering malformed."""
 
 
 def _retrying(fn: Callable[[], T], retries: int, backoff_s: float) -> T:
@@ -357,13 +357,13 @@ def _retrying(fn: Callable[[], T], retries: int, backoff_s: float) -> T:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             # pystac-client passes bodies that are not JSON (or not a page) straight through.
             if attempt == retries:
-                raise _Retryable(f"malformed answer ({type(e).__name__}: {_short(str(e))})") from e
+                raise _GaveUp(f"malformed answer ({type(e).__name__}: {_short(str(e))})") from e
             delay = backoff_s * 2**attempt
             log.warning("malformed STAC API answer (%s); retrying in %.2f s", e, delay)
             time.sleep(delay)
         except APIError as e:
             if "Max retries" in str(e) or "Failed to establish" in str(e):
-                raise _Retryable(f"unreachable ({_short(str(e))})") from e
+                raise _GaveUp(f"unreachable ({_short(str(e))})") from e
             raise
     raise AssertionError("unreachable")  # pragma: no cover
 
