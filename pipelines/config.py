@@ -58,12 +58,32 @@ class GroupConfig(_Section):
     """Image-group geometry and diversity rules."""
 
     chip_size_m: float = Field(default=960.0, gt=0, description="ground size of a chip footprint")
-    anchor_sensor: str | None = Field(default=None, description="default: finest-GSD sensor")
-    min_coverage: float = Field(default=0.95, gt=0, le=1)
-    max_cloud_cover: float = Field(default=60.0, ge=0, le=100)
-    max_members_per_sensor: int = Field(default=3, ge=1)
-    max_members: int = Field(default=8, ge=1)
-    min_sensors: int = Field(default=2, ge=1)
+    anchor_sensor: str | None = Field(
+        default=None,
+        description="sensor whose scenes anchor groups; default: the finest GSD, then the next "
+        "finest for ground the finer ones do not cover",
+    )
+    min_coverage: float = Field(
+        default=0.95, gt=0, le=1, description="share of a chip a scene must cover to join"
+    )
+    max_cloud_cover: float = Field(
+        default=60.0, ge=0, le=100, description="scene cloud cover limit, percent"
+    )
+    max_members_per_sensor: int = Field(
+        default=3, ge=1, description="images per sensor in a group, the anchor included"
+    )
+    max_members: int = Field(default=8, ge=1, description="images per group, the anchor included")
+    min_sensors: int = Field(
+        default=2, ge=1, description="distinct sensors a group needs to be kept"
+    )
+    max_chip_overlap: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="share of a chip that may overlap chips anchored on another grid "
+        "(a neighbouring UTM zone, a finer sensor) before it is dropped",
+    )
+    seed: int = Field(default=0, description="tie-break between equally good members")
 
 
 class DescribeConfig(_Section):
