@@ -425,3 +425,35 @@ def test_deterministic_for_a_seed(world: WorldSummary, tmp_path: Path) -> None:
         assert np.array_equal(_read(str(tif)), _read(str(again.out / tif.relative_to(world.out))))
     for tif in sorted((world.out / "truth").glob("*.tif")):
         assert (again.out / tif.relative_to(world.out)).read_bytes() == tif.read_bytes()
+
+
+def test_sensor_pixels_are_exact_area_averages_of_the_base_field() -> None:
+    from terracorpus.catalogs.world.fields import block_mean
+    from terracorpus.catalogs.world.presets import PRESETS
+    from terracorpus.catalogs.world.regions import REGIONS, Region
+    from terracorpus.catalogs.world.sensors_render import RegionGround
+    from terracorpus.catalogs.world.spectra import material_spectra
+
+    spec = next(r for r in REGIONS if r.name == "hubei-lakes")
+    ground = RegionGround.build(Region.build(spec, PRESETS["tiny"].size_of(spec.name)), seed=3)
+    bands = REGISTRY.get("sentinel-2-l2a").bands
+    window = (0, 0, *ground.region.shape)
+    snow = ground.snow_state(200)
+    spectra_ = material_spectra(bands, 200).astype(np.float32)
+    base = spectra_[ground.effective(window, snow)] * ground.texture(window)[..., None]  # 2 m
+    for f in (5, 15, 30):  # 10 m, 30 m, 60 m pixels
+        fast = ground.fractions(window, f, snow) @ spectra_
+        np.testing.assert_allclose(fast, block_mean(base, f), rtol=1e-4, atol=1e-5)
+
+
+def test_seed_changes_the_world_and_plan_is_stable() -> None:
+    from terracorpus.catalogs.world.presets import PRESETS
+    from terracorpus.catalogs.world.schedule import plan_world
+
+    _, a = plan_world(PRESETS["tiny"], 0)
+    _, b = plan_world(PRESETS["tiny"], 0)
+    _, c = plan_world(PRESETS["tiny"], 1)
+    assert a == b
+    assert [s.item_id for s in a] != [s.item_id for s in c] or [s.cloud_target for s in a] != [
+        s.cloud_target for s in c
+    ]
