@@ -207,7 +207,7 @@ def _texture_part(bright: FloatArray, usable: BoolArray) -> FloatArray:
     ok[:, :-1] &= usable[:, 1:]
     if not ok.any():
         return np.zeros(len(TEXTURE))
-    g2 = (gx**2 + gy**2)[ok]
+    g2: FloatArray = np.asarray(gx**2 + gy**2)[ok]
     entropy = brightness_entropy(bright[usable])
     edges = float(np.mean(np.sqrt(g2) > _EDGE_THRESHOLD))
     return np.array([g2.mean(), entropy, edges])
@@ -277,4 +277,7 @@ def describe_chip(
         ]
     )
     assert vec.size == len(descriptor_names()), "descriptor layout and values disagree"
-    return np.nan_to_num(vec, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    out: NDArray[np.float32] = np.nan_to_num(vec, nan=0.0, posinf=0.0, neginf=0.0).astype(
+        np.float32
+    )
+    return out

@@ -1,0 +1,343 @@
+"""The describe stage: ``groups.parquet`` + ``scenes.parquet`` -> ``chips.parquet``.
+
+Every image of every group (anchor and members) becomes one chip row: quality fractions from
+the sensor's QA and a descriptor vector (:mod:`terracorpus.curation.descriptors`). Work is
+cut into batches of one scene and up to ``describe.batch_size`` of its chips, so a COG's
+header is read once per batch, not once per chip; batches run as Dask tasks. Each finished
+batch is written atomically to ``_scratch/describe/batch-<key>.parquet`` (its failures in the
+file's metadata), so a rerun after a kill skips finished batches, and a task retried after a
+lost worker rewrites the same file: nothing is lost or counted twice. ``chips.parquet`` is
+the concatenation of the batches sorted by ``chip_id``.
+
+``chips.parquet`` columns: chip_id, group_id, scene_id, sensor, role, datetime, lon, lat,
+gsd (the member's native GSD), read_gsd (pixel size read for the descriptors), window
+(col_off, row_off, width, height on the scene's finest grid), overview_level (-1: full
+resolution), nodata_fraction, cloud_fraction, shadow_fraction, snow_fraction,
+water_fraction, information, valid_pixels, descriptor (list<float32>). The descriptor's
+names are in the terracorpus metadata (``descriptor_names``, ``descriptor_parts``); read
+them with :func:`descriptor_layout`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyproj
+from distributed import Client
+
+from terracorpus.catalogs.frames import scenes_from_frame
+from terracorpus.catalogs.scene import SceneRecord
+from terracorpus.catalogs.sensors import Sensor, SensorRegistry, load_registry
+from terracorpus.curation.descriptors import (
+    DESCRIPTOR_VERSION,
+    ChipMeta,
+    brightness,
+    describe_chip,
+    descriptor_names,
+    descriptor_parts,
+)
+from terracorpus.curation.errors import DescriptorError
+from terracorpus.curation.groups import ImageGroup, groups_from_frame
+from terracorpus.curation.quality import chip_quality, decode_qa
+from terracorpus.pipelines.cluster import run_tasks
+from terracorpus.pipelines.config import DescribeConfig, RunConfig
+from terracorpus.pipelines.errors import StageError
+from terracorpus.pipelines.pixels import (
+    ChipFailure,
+    ChipPixels,
+    ChipRequest,
+    read_scene_chips,
+    scene_window,
+)
+from terracorpus.pipelines.rundir import META_KEY, Failure, RunDir
+
+log = logging.getLogger(__name__)
+
+STAGE = "describe"
+OUTPUT = "chips.parquet"
+_FAILURES_KEY = b"terracorpus.failures"
+
+SCHEMA = pa.schema(
+    [
+        ("chip_id", pa.string()),
+        ("group_id", pa.string()),
+        ("scene_id", pa.string()),
+        ("sensor", pa.string()),
+        ("role", pa.string()),
+        ("datetime", pa.timestamp("us", tz="UTC")),
+        ("lon", pa.float64()),
+        ("lat", pa.float64()),
+        ("gsd", pa.float64()),
+        ("read_gsd", pa.float64()),
+        ("window", pa.list_(pa.int64(), 4)),
+        ("overview_level", pa.int64()),
+        ("nodata_fraction", pa.float64()),
+        ("cloud_fraction", pa.float64()),
+        ("shadow_fraction", pa.float64()),
+        ("snow_fraction", pa.float64()),
+        ("water_fraction", pa.float64()),
+        ("information", pa.float64()),
+        ("valid_pixels", pa.int64()),
+        ("descriptor", pa.list_(pa.float32())),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ChipJob:
+    """One image of one group, to be described: where it is and what it is."""
+
+    chip_id: str
+    group_id: str
+    role: str
+    bounds: tuple[float, float, float, float]
+    crs: str
+    lon: float
+    lat: float
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One Dask task: one scene and some of its chips, and where to write the result."""
+
+    key: str
+    scene: SceneRecord
+    sensor: Sensor
+    chips: tuple[ChipJob, ...]
+    read_gsd: float
+    use_overviews: bool
+    path: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    key: str
+    rows: int
+    failures: tuple[Failure, ...]
+
+
+def read_gsd(scene: SceneRecord, chip_size_m: float, cfg: DescribeConfig) -> float:
+    """The pixel size descriptors are read at: ``chip / descriptor_size``, never finer than
+    the scene's own GSD; the scene's GSD with ``full_resolution``."""
+    if cfg.full_resolution:
+        return scene.gsd
+    return max(scene.gsd, chip_size_m / cfg.descriptor_size)
+
+
+def plan_batches(
+    groups: Sequence[ImageGroup],
+    scenes: Sequence[SceneRecord],
+    registry: SensorRegistry,
+    cfg: DescribeConfig,
+    scratch: Path,
+) -> list[Batch]:
+    """Cut every group's images into per-scene batches, in a stable order with stable keys."""
+    by_id = {s.id: s for s in scenes}
+    per_scene: dict[str, list[ChipJob]] = {}
+    for g in groups:
+        lon, lat = _centre_lonlat(g)
+        for m in g.members:
+            if m.scene_id not in by_id:
+                raise StageError(
+                    f"group {g.group_id} names scene {m.scene_id}, which scenes.parquet lacks; "
+                    "rerun the group stage on these scenes"
+                )
+            job = ChipJob(
+                f"{g.group_id}/{m.scene_id}", g.group_id, m.role, g.bounds, g.crs, lon, lat
+            )
+            per_scene.setdefault(m.scene_id, []).append(job)
+    batches = []
+    for scene_id in sorted(per_scene):
+        scene = by_id[scene_id]
+        sensor = registry.get(scene.sensor)
+        jobs = sorted(per_scene[scene_id], key=lambda j: j.chip_id)
+        for i in range(0, len(jobs), cfg.batch_size):
+            chunk = tuple(jobs[i : i + cfg.batch_size])
+            size = chunk[0].bounds[2] - chunk[0].bounds[0]
+            gsd = read_gsd(scene, size, cfg)
+            key = _batch_key(scene_id, chunk, gsd, cfg)
+            path = str(scratch / f"batch-{key}.parquet")
+            batches.append(Batch(key, scene, sensor, chunk, gsd, not cfg.full_resolution, path))
+    return batches
+
+
+def _centre_lonlat(g: ImageGroup) -> tuple[float, float]:
+    minx, miny, maxx, maxy = g.bounds
+    tr = pyproj.Transformer.from_crs(g.crs, "EPSG:4326", always_xy=True)
+    lon, lat = tr.transform((minx + maxx) / 2, (miny + maxy) / 2)
+    return float(lon), float(lat)
+
+
+def _batch_key(scene_id: str, chips: Sequence[ChipJob], gsd: float, cfg: DescribeConfig) -> str:
+    text = "\n".join(
+        [
+            scene_id,
+            f"v{DESCRIPTOR_VERSION}",
+            f"{gsd:.6f}",
+            cfg.model_dump_json(),
+            *(c.chip_id for c in chips),
+        ]
+    )
+    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+# -- on the workers ------------------------------------------------------------------------
+def describe_batch(batch: Batch) -> BatchResult:
+    """Read and describe one batch and write its rows atomically (a Dask task).
+
+    A batch whose file already exists is not redone (a retried or resubmitted task).
+    """
+    if os.path.exists(batch.path):
+        return _result_of(batch.key, Path(batch.path))
+    requests = [ChipRequest(c.chip_id, c.bounds, c.crs, batch.read_gsd) for c in batch.chips]
+    read = read_scene_chips(batch.scene, batch.sensor, requests, use_overviews=batch.use_overviews)
+    rows: list[dict[str, Any]] = []
+    failures: list[Failure] = []
+    for job, got in zip(batch.chips, read, strict=True):
+        if isinstance(got, ChipFailure):
+            kind = "scene" if got.reason == "scene_unreadable" else "chip"
+            failures.append(Failure(STAGE, kind, got.chip_id, got.reason, got.detail))
+            continue
+        try:
+            rows.append(_describe(job, got, batch))
+        except DescriptorError as e:
+            failures.append(Failure(STAGE, "chip", job.chip_id, "descriptor", str(e)))
+    _write_batch(Path(batch.path), rows, failures)
+    return BatchResult(batch.key, len(rows), tuple(failures))
+
+
+def _describe(job: ChipJob, chip: ChipPixels, batch: Batch) -> dict[str, Any]:
+    scene, sensor = batch.scene, batch.sensor
+    bands = sensor.bands
+    scale = np.array([b.scale for b in bands])[:, None, None]
+    offset = np.array([b.offset for b in bands])[:, None, None]
+    refl = chip.pixels.astype(np.float64) * scale + offset
+    qa = None if chip.qa is None else chip.qa.astype(np.int64)
+    masks = decode_qa(qa, sensor.qa.kind, chip.nodata.shape)
+    saturated = _saturated(chip.pixels)
+    quality = chip_quality(brightness(refl, bands), chip.nodata, masks, saturated)
+    usable = ~(chip.nodata | masks.nodata | masks.cloud | masks.shadow | saturated)
+    meta = ChipMeta(
+        datetime=scene.datetime,
+        lon=job.lon,
+        lat=job.lat,
+        gsd=scene.gsd,
+        sun_elevation=scene.sun_elevation,
+        off_nadir=scene.off_nadir,
+        cloud_cover=scene.cloud_cover,
+    )
+    return {
+        "chip_id": job.chip_id,
+        "group_id": job.group_id,
+        "scene_id": scene.id,
+        "sensor": sensor.name,
+        "role": job.role,
+        "datetime": scene.datetime,
+        "lon": job.lon,
+        "lat": job.lat,
+        "gsd": scene.gsd,
+        "read_gsd": batch.read_gsd,
+        "window": list(scene_window(scene, job.bounds, job.crs)),
+        "overview_level": -1 if chip.overview_level is None else chip.overview_level,
+        **asdict(quality),
+        "descriptor": describe_chip(refl, bands, usable, meta),
+    }
+
+
+def _saturated(pixels: np.ndarray) -> np.ndarray:
+    """Pixels where any band sits at its dtype's maximum (integer sensors only)."""
+    if not np.issubdtype(pixels.dtype, np.integer):
+        return np.zeros(pixels.shape[1:], dtype=bool)
+    out: np.ndarray = (pixels == np.iinfo(pixels.dtype).max).any(axis=0)
+    return out
+
+
+def _write_batch(path: Path, rows: list[dict[str, Any]], failures: list[Failure]) -> None:
+    columns = {f.name: [r[f.name] for r in rows] for f in SCHEMA}
+    table = pa.table(columns, schema=SCHEMA)
+    meta = {_FAILURES_KEY: json.dumps([asdict(f) for f in failures]).encode()}
+    table = table.replace_schema_metadata(meta)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _result_of(key: str, path: Path) -> BatchResult:
+    meta = pq.read_schema(path).metadata or {}
+    failures = tuple(Failure(**f) for f in json.loads(meta.get(_FAILURES_KEY, b"[]")))
+    return BatchResult(key, pq.read_metadata(path).num_rows, failures)
+
+
+# -- in the client -------------------------------------------------------------------------
+def run_describe(config: RunConfig, run: RunDir, client: Client) -> str:
+    """Describe every image of every group; write ``chips.parquet`` and the failures.
+
+    Finished batches (from an interrupted earlier run) are kept; the rest run on ``client``.
+    In strict mode (``config.strict``) the first failed chip stops the stage.
+
+    Raises:
+        StageError: a missing input, no chip described at all, or a failure in strict mode.
+    """
+    registry = load_registry(*config.search.sensor_files)
+    groups = groups_from_frame(run.read_table("groups.parquet", needed_by="the describe stage"))
+    scenes = scenes_from_frame(run.read_table("scenes.parquet", needed_by="the describe stage"))
+    batches = plan_batches(groups, scenes, registry, config.describe, run.scratch(STAGE))
+    done = [b for b in batches if os.path.exists(b.path)]
+    todo = [b for b in batches if not os.path.exists(b.path)]
+    log.info("describe: %d batches, %d already done", len(batches), len(done))
+
+    def check(_: int, result: BatchResult) -> None:
+        if config.strict and result.failures:
+            f = result.failures[0]
+            raise StageError(
+                f"describe failed on {f.kind} {f.key}: {f.reason}: {f.detail} "
+                "(strict mode; rerun without --strict to record failures and go on)"
+            )
+
+    for i, b in enumerate(done):
+        check(i, _result_of(b.key, Path(b.path)))
+    results = run_tasks(
+        client, describe_batch, todo, desc="describe", key_prefix="describe", on_result=check
+    )
+    results = [_result_of(b.key, Path(b.path)) for b in done] + results
+    failures = [f for r in results for f in r.failures]
+    table = pa.concat_tables([pq.read_table(b.path, schema=SCHEMA) for b in batches])
+    run.clear_failures(STAGE)
+    run.record_failures(failures)
+    if table.num_rows == 0:
+        raise StageError(
+            f"describe could not read any of the {sum(len(b.chips) for b in batches)} chips; "
+            f"the reasons are in {run.path('failures.parquet')}"
+        )
+    table = table.sort_by("chip_id").replace_schema_metadata(None)
+    run.write_table(
+        OUTPUT,
+        table.to_pandas(),
+        stage=STAGE,
+        descriptor_names=list(descriptor_names()),
+        descriptor_parts={k: list(v) for k, v in descriptor_parts().items()},
+        descriptor_version=DESCRIPTOR_VERSION,
+    )
+    return f"{table.num_rows} chips described, {len(failures)} failed, in {len(batches)} batches"
+
+
+def descriptor_layout(path: str | Path) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """The descriptor names and part ranges stored in a ``chips.parquet``."""
+    meta = json.loads((pq.read_schema(path).metadata or {})[META_KEY])
+    names = list(meta["descriptor_names"])
+    parts = {k: (int(v[0]), int(v[1])) for k, v in meta["descriptor_parts"].items()}
+    return names, parts
