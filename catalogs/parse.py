@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urljoin
 
 import pystac
 import shapely
@@ -261,15 +262,18 @@ def _distinct_grids(grids: Any, item_id: str) -> tuple[tuple[float, Grid], ...]:
     return tuple(sorted(by_gsd.items()))
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")  # 2+ letters: not a Windows drive
+
+
 def _absolute_href(href: str, base: str | None, item_id: str, key: str) -> str:
-    if len(urlparse(href).scheme) > 1 or os.path.isabs(href):
+    if _SCHEME.match(href) or os.path.isabs(href):
         return href
     if base is None:
         raise ItemParseError(
             f"item {item_id}: asset {key!r} href {href!r} is relative and the item has no "
             "self link to resolve it against"
         )
-    if len(urlparse(base).scheme) > 1:
+    if _SCHEME.match(base):
         return urljoin(base, href)
     return os.path.normpath(os.path.join(os.path.dirname(base), href))
 
