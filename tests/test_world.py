@@ -457,3 +457,45 @@ def test_seed_changes_the_world_and_plan_is_stable() -> None:
     assert [s.item_id for s in a] != [s.item_id for s in c] or [s.cloud_target for s in a] != [
         s.cloud_target for s in c
     ]
+
+
+def test_sentinel1_rtc_scenes_are_backscatter_of_the_same_ground() -> None:
+    from terracorpus.catalogs.world.presets import PRESETS
+    from terracorpus.catalogs.world.schedule import plan_world
+    from terracorpus.catalogs.world.sensors_render import RegionGround, SceneRenderer
+    from terracorpus.catalogs.world.stac import item_dict
+
+    regions, scenes = plan_world(PRESETS["tiny"], 0, sentinel1=True)
+    region = next(r for r in regions if r.name == "moselle-utm31-32")
+    s1 = [s for s in scenes if s.collection == "sentinel-1-rtc" and s.region == region.name]
+    assert len(s1) == PRESETS["tiny"].n_s1
+    assert not any(s.collection == "sentinel-1-rtc" for s in plan_world(PRESETS["tiny"], 0)[1])
+    ground = RegionGround.build(region, 0)
+    sensor = REGISTRY.get("sentinel-1-rtc")
+    scene = next(s for s in s1 if not s.partial)
+    rendered = SceneRenderer(ground, 0).render(scene, sensor)
+    assert set(rendered.assets) == {"vv", "vh"} and rendered.cloud_cover is None
+    vv = rendered.assets["vv"].data[0]
+    vh = rendered.assets["vh"].data[0]
+    assert vv.dtype == np.float32 and (vv > 0).all()
+    truth = ground.cover.classes  # same 10 m grid as the scene in this region
+    db = 10 * np.log10(vv)
+    water, forest, built = (np.median(db[truth == c]) for c in (1, 2, 5))
+    assert water < -18 < forest < built  # specular water, volume forest, double-bounce towns
+    assert np.median(vh) < np.median(vv)  # cross-pol is weaker
+    hrefs = {k: f"/x/{k}.tif" for k in rendered.assets}
+    d = item_dict(scene, sensor, rendered, hrefs, "/x/item.json")
+    item = pystac.Item.from_dict(d)
+    assert item.properties["sar:polarizations"] == ["VV", "VH"]
+    assert "eo:cloud_cover" not in d["properties"] and "view:sun_elevation" not in d["properties"]
+    assert d["assets"]["vv"]["raster:bands"][0] == {
+        "nodata": -32768,
+        "data_type": "float32",
+        "spatial_resolution": 10.0,
+    }
+    assert REGISTRY.for_collection(d["collection"]).name == "sentinel-1-rtc"
+
+
+def test_sentinel1_flag_is_part_of_the_world_identity(world: WorldSummary) -> None:
+    with pytest.raises(WorldError, match="with Sentinel-1"):
+        create_world(world.out, preset="tiny", seed=0, sentinel1=True)

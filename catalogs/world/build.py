@@ -33,7 +33,7 @@ from terracorpus.catalogs.world import atmosphere as atm
 from terracorpus.catalogs.world import stac
 from terracorpus.catalogs.world.cog import write_cog
 from terracorpus.catalogs.world.landcover import CLASSES
-from terracorpus.catalogs.world.presets import Preset, get_preset
+from terracorpus.catalogs.world.presets import get_preset
 from terracorpus.catalogs.world.regions import COLLECTIONS, LANDSAT, Region
 from terracorpus.catalogs.world.schedule import SENSOR_OF, SceneSpec, plan_world
 from terracorpus.catalogs.world.sensors_render import RegionGround, SceneRenderer
@@ -99,26 +99,42 @@ def _write_json(path: Path, doc: Any) -> int:
     return len(text.encode())
 
 
-def _prepare_out(out: Path, preset: str, seed: int) -> WorldSummary | None:
+def _identity(preset: str, seed: int, sentinel1: bool) -> dict[str, Any]:
+    return {"preset": preset, "seed": seed, "sentinel1": sentinel1}
+
+
+def _describe(ident: dict[str, Any]) -> str:
+    s1 = " with Sentinel-1" if ident.get("sentinel1") else ""
+    return f"preset {ident.get('preset')!r} seed {ident.get('seed')}{s1}"
+
+
+def _read_marker(marker: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _prepare_out(out: Path, ident: dict[str, Any]) -> WorldSummary | None:
     """Check ``out``: the same world already built -> its summary; usable -> None."""
     if out.exists() and not out.is_dir():
         raise WorldError(f"output path {out} exists and is not a directory; choose another --out")
     if (out / WORLD_FILE).exists():
         doc = read_world(out)
-        if doc.get("preset") == preset and doc.get("seed") == seed:
+        found = _identity(doc.get("preset", "?"), doc.get("seed", -1), doc.get("sentinel1", False))
+        if found == ident:
             return summary_from_json(out, doc)
         raise WorldError(
-            f"{out} already holds a world of preset {doc.get('preset')!r} seed {doc.get('seed')}; "
-            f"choose another --out or delete it to build preset {preset!r} seed {seed}"
+            f"{out} already holds a world of {_describe(found)}; "
+            f"choose another --out or delete it to build {_describe(ident)}"
         )
     marker = out / _MARKER
-    if marker.exists():
-        prior = json.loads(marker.read_text())
-        if prior == {"preset": preset, "seed": seed}:
-            log.info("removing the unfinished build of the same world in %s", out)
-            for name in _OWNED:
-                p = out / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    if marker.exists() and _read_marker(marker) == ident:
+        log.info("removing the unfinished build of the same world in %s", out)
+        for name in _OWNED:
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     if out.exists() and any(out.iterdir()):
         raise WorldError(
             f"output directory {out} is not empty and holds no demo world; "
@@ -126,7 +142,7 @@ def _prepare_out(out: Path, preset: str, seed: int) -> WorldSummary | None:
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(marker, {"preset": preset, "seed": seed})
+        _write_json(marker, ident)
     except OSError as e:
         raise WorldError(f"cannot create the world in {out}: {e.strerror or e}") from None
     return None
@@ -179,8 +195,9 @@ def _pairs(scenes: list[SceneSpec]) -> tuple[list[list[str]], list[list[str]]]:
 
 
 def _world_doc(
-    p: Preset, seed: int, regions: list[Region], scenes: list[SceneSpec], acc: _Progress
+    ident: dict[str, Any], regions: list[Region], scenes: list[SceneSpec], acc: _Progress
 ) -> dict[str, Any]:
+    p = get_preset(ident["preset"])
     counts = Counter(i["collection"] for i in acc.items)
     collections = [c for c in COLLECTIONS if counts[c]]
     boxes = [r.lonlat_bbox() for r in regions]
@@ -188,8 +205,7 @@ def _world_doc(
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "preset": p.name,
-        "seed": seed,
+        **ident,
         "start": p.start.isoformat(),
         "end": p.end.isoformat(),
         "bbox": [
@@ -227,7 +243,7 @@ def _world_doc(
 
 
 def _finish(
-    out: Path, p: Preset, seed: int, regions: list[Region], scenes: list[SceneSpec], acc: _Progress
+    out: Path, ident: dict[str, Any], regions: list[Region], scenes: list[SceneSpec], acc: _Progress
 ) -> dict[str, Any]:
     registry = builtin_registry()
     by_coll: dict[str, list[dict[str, Any]]] = {}
@@ -238,21 +254,25 @@ def _finish(
         acc.bytes += _write_json(
             out / "collections" / f"{coll}.json", stac.collection_dict(coll, sensor, items)
         )
-    desc = f"terracorpus demo world, preset {p.name}, seed {seed}: synthetic multi-sensor scenes"
+    desc = f"terracorpus demo world, {_describe(ident)}: synthetic multi-sensor scenes"
     acc.bytes += _write_json(
         out / "catalog.json", stac.catalog_dict([c for c in COLLECTIONS if c in by_coll], desc)
     )
     acc.bytes += _write_json(
         out / "truth" / "classes.json", {str(k): v for k, v in CLASSES.items()}
     )
-    doc = _world_doc(p, seed, regions, scenes, acc)
+    doc = _world_doc(ident, regions, scenes, acc)
     _write_json(out / WORLD_FILE, doc)
     (out / _MARKER).unlink(missing_ok=True)
     return doc
 
 
-def create_world(out: str | Path, preset: str = "small", seed: int = 0) -> WorldSummary:
+def create_world(
+    out: str | Path, preset: str = "small", seed: int = 0, *, sentinel1: bool = False
+) -> WorldSummary:
     """Build the demo world of ``preset`` and ``seed`` into ``out``.
+
+    ``sentinel1`` adds Sentinel-1 RTC (VV, VH backscatter) scenes over every region.
 
     The same preset and seed give byte-identical item JSON (up to the ``out`` path in hrefs)
     and identical pixels. Building into a directory that already holds the same world is a
@@ -267,11 +287,12 @@ def create_world(out: str | Path, preset: str = "small", seed: int = 0) -> World
         out_path = Path(out).expanduser().resolve()
     except (OSError, RuntimeError) as e:
         raise WorldError(f"bad output path {out!r}: {e}") from None
-    existing = _prepare_out(out_path, p.name, int(seed))
+    ident = _identity(p.name, int(seed), bool(sentinel1))
+    existing = _prepare_out(out_path, ident)
     if existing is not None:
         return existing
     t0 = time.perf_counter()
-    regions, scenes = plan_world(p, int(seed))
+    regions, scenes = plan_world(p, int(seed), bool(sentinel1))
     acc = _Progress(items=[])
     registry = builtin_registry()
     try:
@@ -286,7 +307,7 @@ def create_world(out: str | Path, preset: str = "small", seed: int = 0) -> World
             log.info(
                 "world: %s, %d scenes in %.1fs", region.name, len(mine), time.perf_counter() - t
             )
-        doc = _finish(out_path, p, int(seed), regions, scenes, acc)
+        doc = _finish(out_path, ident, regions, scenes, acc)
     except OSError as e:
         raise WorldError(f"cannot write the world in {out_path}: {e.strerror or e}") from None
     log.info(

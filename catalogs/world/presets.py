@@ -12,7 +12,8 @@ from terracorpus.catalogs.errors import WorldError
 class Preset:
     """Sizes (metres, multiples of 60) and acquisition counts over ``start``..``end``.
 
-    ``naip_quads`` splits the NAIP region into n x n quarter-quad items per NAIP year.
+    ``naip_quads`` splits the NAIP region into n x n quarter-quad items per NAIP year;
+    ``n_s1`` Sentinel-1 RTC scenes per region are made only when Sentinel-1 is asked for.
     """
 
     name: str
@@ -22,6 +23,7 @@ class Preset:
     n_s2: int
     n_landsat: int
     n_gaofen: int
+    n_s1: int
     naip_quads: int
     naip_years: tuple[int, ...]
 
@@ -43,6 +45,7 @@ PRESETS: dict[str, Preset] = {
         n_s2=4,
         n_landsat=2,
         n_gaofen=2,
+        n_s1=3,
         naip_quads=1,
         naip_years=(2023,),
     ),
@@ -59,6 +62,7 @@ PRESETS: dict[str, Preset] = {
         n_s2=14,
         n_landsat=8,
         n_gaofen=5,
+        n_s1=8,
         naip_quads=2,
         naip_years=(2023,),
     ),
@@ -75,6 +79,7 @@ PRESETS: dict[str, Preset] = {
         n_s2=40,
         n_landsat=20,
         n_gaofen=10,
+        n_s1=20,
         naip_quads=2,
         naip_years=(2021, 2023),
     ),

@@ -18,7 +18,8 @@ S2 = "sentinel-2-l2a"
 LANDSAT = "landsat-c2-l2"
 NAIP = "naip"
 GAOFEN = "gaofen-2-pms"
-COLLECTIONS = (S2, LANDSAT, NAIP, GAOFEN)
+S1 = "sentinel-1-rtc"
+COLLECTIONS = (S2, LANDSAT, NAIP, GAOFEN, S1)
 NAIP_GSD = 1.0
 
 

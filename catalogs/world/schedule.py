@@ -31,20 +31,25 @@ from terracorpus.catalogs.world.regions import (
     LANDSAT,
     NAIP,
     REGIONS,
+    S1,
     S2,
     Region,
 )
 from terracorpus.catalogs.world.sun import sun_position, utc_at_local_solar_time
 
 Bounds = tuple[float, float, float, float]
+Extra = tuple[tuple[str, str | int | float | tuple[str, ...]], ...]
 MIN_SUN_ELEVATION = 12.0
 SENSOR_OF = {
     S2: "sentinel-2-l2a",
     LANDSAT: "landsat-oli-c2-l2",
     NAIP: "naip",
     GAOFEN: "gaofen-2-pms",
+    S1: "sentinel-1-rtc",
 }
-_SOLAR_HOUR = {S2: 10.5, LANDSAT: 10.2, NAIP: 11.5, GAOFEN: 10.8}
+# Local mean solar time of acquisitions (Sentinel-1 on its descending, dawn pass).
+_SOLAR_HOUR = {S2: 10.5, LANDSAT: 10.2, NAIP: 11.5, GAOFEN: 10.8, S1: 6.0}
+_NO_CLOUDS = (NAIP, S1)
 _MGRS_BANDS = "CDEFGHJKLMNPQRSTUVWX"
 _MGRS_COLS = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")
 _MGRS_ROWS = "ABCDEFGHJKLMNPQRSTUV"
@@ -84,7 +89,7 @@ class SceneSpec:
     sun_elevation: float
     sun_azimuth: float
     off_nadir: float
-    extra: tuple[tuple[str, str | int | float], ...] = ()
+    extra: Extra = ()
     duplicate_of: str | None = None
     partial: bool = False
 
@@ -248,7 +253,7 @@ def _scene(
     clear: bool = False,
     ground_day: date | None = None,
     off_nadir: float = 0.0,
-    extra: tuple[tuple[str, str | int | float], ...] = (),
+    extra: Extra = (),
     duplicate_of: str | None = None,
 ) -> SceneSpec:
     region = ctx.region
@@ -259,7 +264,9 @@ def _scene(
     when += timedelta(seconds=int(rng.integers(0, 60)))
     elev, az = sun_position(when, lon, lat)
     key = (region.name, collection, day.isoformat())
-    cover, cirrus = (0.0, False) if clear or collection == NAIP else _cloud_target(ctx.seed, key)
+    cover, cirrus = (
+        (0.0, False) if clear or collection in _NO_CLOUDS else _cloud_target(ctx.seed, key)
+    )
     partial = not clear and collection != NAIP and bool(rng.uniform() < 0.3)
     return SceneSpec(
         item_id=item_id,
@@ -397,8 +404,47 @@ def _gaofen_scenes(ctx: _Ctx) -> list[SceneSpec]:
     return out
 
 
-def plan_world(preset: Preset, seed: int) -> tuple[list[Region], list[SceneSpec]]:
-    """The regions cut to ``preset``'s sizes and every scene over them, in a stable order."""
+def _s1_scenes(ctx: _Ctx) -> list[SceneSpec]:
+    """Sentinel-1A IW GRD scenes made into RTC backscatter (12-day repeat, day or night)."""
+    spec, p, region = ctx.region.spec, ctx.preset, ctx.region
+    rng = rng_for(ctx.seed, "s1-dates", spec.name)
+    days = _pick(rng, _revisits(p, 12, int(rng.integers(0, 12))), p.n_s1, [])
+    orbit = int(rng.integers(1, 176))
+    tile = Tile("iw", spec.epsg, region.bounds)
+    out = []
+    for d in days:
+        absolute = 46000 + round((d - date(2022, 12, 1)).days * 175 / 12)
+        take = int(rng.integers(0x50000, 0x60000))
+        extra: Extra = (
+            ("sar:instrument_mode", "IW"),
+            ("sar:frequency_band", "C"),
+            ("sar:center_frequency", 5.405),
+            ("sar:polarizations", ("VV", "VH")),
+            ("sar:product_type", "GRD"),
+            ("sar:resolution_range", 20),
+            ("sar:resolution_azimuth", 22),
+            ("sar:observation_direction", "right"),
+            ("sat:orbit_state", "descending"),
+            ("sat:relative_orbit", orbit),
+            ("sat:absolute_orbit", absolute),
+        )
+        lon, _ = _centre_lonlat(tile.epsg, tile.bounds)
+        t0 = utc_at_local_solar_time(datetime(d.year, d.month, d.day), lon, _SOLAR_HOUR[S1])
+        t1 = t0 + timedelta(seconds=25)
+        item_id = (
+            f"S1A_IW_GRDH_1SDV_{t0:%Y%m%dT%H%M%S}_{t1:%Y%m%dT%H%M%S}_{absolute:06d}_{take:06X}_rtc"
+        )
+        out.append(_scene(ctx, S1, tile, d, item_id, "sentinel-1a", extra=extra))
+    return out
+
+
+def plan_world(
+    preset: Preset, seed: int, sentinel1: bool = False
+) -> tuple[list[Region], list[SceneSpec]]:
+    """The regions cut to ``preset``'s sizes and every scene over them, in a stable order.
+
+    Sentinel-1 RTC scenes (every region) only with ``sentinel1``.
+    """
     regions = [Region.build(spec, preset.size_of(spec.name)) for spec in REGIONS]
     scenes: list[SceneSpec] = []
     for region in regions:
@@ -422,4 +468,6 @@ def plan_world(preset: Preset, seed: int) -> tuple[list[Region], list[SceneSpec]
             scenes += _naip_scenes(ctx)
         if GAOFEN in spec.collections:
             scenes += _gaofen_scenes(ctx)
+        if sentinel1:
+            scenes += _s1_scenes(ctx)
     return regions, scenes

@@ -41,6 +41,8 @@ from terracorpus.catalogs.world.schedule import Bounds, SceneSpec
 
 U8 = NDArray[np.uint8]
 SNOW_LEVELS = 20
+ENL = 4.4
+"""Equivalent number of looks of the speckle of Sentinel-1 GRD-based RTC backscatter."""
 NOISE_SIGMA = {
     "sentinel-2-l2a": 0.004,
     "landsat-oli-c2-l2": 0.004,
@@ -252,7 +254,7 @@ class SceneRenderer:
         f = round(gsd / self.region.res)
         window = _window(self.region, sb)
         snow = self.ground.snow_state(spec.ground_doy)
-        spec_m = spectra.material_spectra(bands, spec.ground_doy).astype(np.float32)
+        spec_m = spectra.material_response(bands, spec.ground_doy).astype(np.float32)
         if f == 1:
             eff = self.ground.effective(window, snow)
             refl = spec_m[eff] * self.ground.texture(window)[..., None]
@@ -336,6 +338,12 @@ class SceneRenderer:
         out = np.zeros(refl.shape, dtype=np.dtype(bands[0].dtype))
         for i, b in enumerate(bands):
             rng = rng_for(self.seed, "noise", spec.item_id, b.name)
+            if np.issubdtype(out.dtype, np.floating):  # radar: multiplicative speckle
+                speckle = rng.gamma(ENL, 1.0 / ENL, refl[i].shape).astype(np.float32)
+                out[i] = np.where(
+                    valid, refl[i] * speckle, b.nodata if b.nodata is not None else np.nan
+                )
+                continue
             noisy = refl[i] + sigma * rng.standard_normal(refl[i].shape, dtype=np.float32)
             dn = noisy * NAIP_GAIN if sensor.name == "naip" else (noisy - b.offset) / b.scale
             hi = float(np.iinfo(out.dtype).max)

@@ -400,3 +400,48 @@ def atmosphere_spectra(bands: Sequence[Band]) -> tuple[F64, F64]:
     """(bands,) top-of-cloud reflectance of thick cloud and of thin cirrus."""
     em = _endmember_bands(_band_key(bands))
     return em["cloud"], em["cirrus"]
+
+
+# C-band backscatter (gamma0, dB) per material as (VV, VH) for bare/leafless -> full canopy;
+# vegetation moves between the two with its green share (biomass), others are constant.
+_BACKSCATTER_DB: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {
+    lc.WATER: ((-22.0, -29.0), (-22.0, -29.0)),
+    lc.BROADLEAF: ((-9.0, -15.0), (-7.0, -12.5)),
+    lc.CONIFER: ((-7.5, -13.0), (-7.5, -13.0)),
+    lc.CROP_SUMMER: ((-13.0, -22.0), (-8.5, -15.0)),
+    lc.CROP_WINTER: ((-13.0, -22.0), (-9.5, -16.0)),
+    lc.RICE: ((-13.0, -22.0), (-7.0, -14.0)),
+    lc.GRASS: ((-12.0, -20.0), (-10.5, -17.0)),
+    lc.ROOF: ((-2.0, -9.0), (-2.0, -9.0)),
+    lc.ROAD: ((-16.0, -25.0), (-16.0, -25.0)),
+    lc.SOIL: ((-14.0, -22.0), (-14.0, -22.0)),
+    lc.ROCK: ((-11.0, -18.0), (-11.0, -18.0)),
+    lc.SNOW: ((-15.0, -23.0), (-15.0, -23.0)),
+    lc.TUNDRA: ((-14.0, -21.0), (-12.0, -18.5)),
+}
+MICROWAVE_UM = 1000.0
+"""Bands centred beyond 1 mm are radar: their response is backscatter, not reflectance."""
+
+
+def is_radar(bands: Sequence[Band]) -> bool:
+    return all(b.center_wavelength > MICROWAVE_UM for b in bands)
+
+
+@lru_cache(maxsize=512)
+def _backscatter(pols: tuple[str, ...], doy: int) -> F64:
+    out = np.zeros((lc.N_MATERIALS, len(pols)))
+    for m, (bare, full) in _BACKSCATTER_DB.items():
+        w = _weights_at(_PHENOLOGY[m], doy)
+        g = min(1.0, w.get("green", 0.0) + (1.0 if m == lc.CONIFER else 0.0))
+        for j, pol in enumerate(pols):
+            k = 0 if pol == "vv" else 1
+            out[m, j] = 10 ** ((bare[k] + g * (full[k] - bare[k])) / 10)
+    out.flags.writeable = False
+    return out
+
+
+def material_response(bands: Sequence[Band], doy: int) -> F64:
+    """(materials, bands): reflectance for optical bands, linear gamma0 for radar ones."""
+    if is_radar(bands):
+        return _backscatter(tuple(b.name.lower() for b in bands), int(doy))
+    return material_spectra(bands, doy)

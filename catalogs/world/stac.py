@@ -21,7 +21,7 @@ from pyproj import Transformer
 
 from terracorpus.catalogs.sensors import Band, Sensor
 from terracorpus.catalogs.world.cog import COG_MEDIA_TYPE
-from terracorpus.catalogs.world.regions import GAOFEN, LANDSAT, NAIP, S2
+from terracorpus.catalogs.world.regions import GAOFEN, LANDSAT, NAIP, S1, S2
 from terracorpus.catalogs.world.schedule import SceneSpec
 from terracorpus.catalogs.world.sensors_render import Raster, RenderedScene
 
@@ -36,6 +36,7 @@ EXTENSIONS = {
     "mgrs": f"{_EXT}/mgrs/v1.0.0/schema.json",
     "grid": f"{_EXT}/grid/v1.0.0/schema.json",
     "landsat": f"{_EXT}/landsat/v2.0.0/schema.json",
+    "sar": f"{_EXT}/sar/v1.0.0/schema.json",
 }
 _INFO: dict[str, dict[str, Any]] = {
     S2: {
@@ -55,6 +56,12 @@ _INFO: dict[str, dict[str, Any]] = {
         "instruments": ["dmc"],
         "title": "NAIP: National Agriculture Imagery Program (terracorpus demo world)",
         "ext": ("eo", "raster", "proj", "view"),
+    },
+    S1: {
+        "constellation": "sentinel-1",
+        "instruments": ["c-sar"],
+        "title": "Sentinel-1 radiometrically terrain corrected backscatter (terracorpus demo world)",
+        "ext": ("sar", "raster", "proj", "sat"),
     },
     GAOFEN: {
         "constellation": "gaofen",
@@ -130,9 +137,25 @@ def _qa_asset(spec: SceneSpec, key: str, r: Raster, href: str) -> dict[str, Any]
     return out
 
 
+def _sar_asset(key: str, r: Raster, href: str) -> dict[str, Any]:
+    gsd = float(r.transform.a)
+    b = r.bands[0]
+    return {
+        "href": href,
+        "type": COG_MEDIA_TYPE,
+        "title": f"{key.upper()}: gamma0 backscatter, linear power - {gsd:g}m",
+        "gsd": gsd,
+        "sar:polarizations": [b.name.upper()],
+        "raster:bands": [_raster_band(b, r.data.dtype.name, gsd, b.nodata)],
+        "roles": ["data"],
+    }
+
+
 def _data_asset(spec: SceneSpec, key: str, r: Raster, href: str) -> dict[str, Any]:
     gsd = float(r.transform.a)
     dtype = r.data.dtype.name
+    if spec.collection == S1:
+        return _sar_asset(key, r, href)
     title = (
         key
         if len(r.bands) > 1
@@ -166,14 +189,15 @@ def item_dict(
     props["gsd"] = min(float(r.transform.a) for r in rendered.assets.values())
     if rendered.cloud_cover is not None:
         props["eo:cloud_cover"] = round(rendered.cloud_cover, 4)
-    props["view:sun_elevation"] = spec.sun_elevation
-    props["view:sun_azimuth"] = spec.sun_azimuth
-    props["view:off_nadir"] = spec.off_nadir
+    if spec.collection != S1:  # radar items carry no sun angles
+        props["view:sun_elevation"] = spec.sun_elevation
+        props["view:sun_azimuth"] = spec.sun_azimuth
+        props["view:off_nadir"] = spec.off_nadir
     props["proj:epsg"] = spec.tile.epsg
     if spec.collection != S2:
         finest = min(rendered.assets.values(), key=lambda r: r.transform.a)
         props.update(_grid_fields(finest))
-    props.update(dict(spec.extra))
+    props.update({k: list(v) if isinstance(v, tuple) else v for k, v in spec.extra})
     if spec.collection == S2:
         for name, v in rendered.percentages.items():
             props[
@@ -276,7 +300,11 @@ def collection_dict(
             "platform": sorted({i["properties"]["platform"] for i in items}),
             "instruments": list(info["instruments"]),
             "gsd": sorted({float(a["gsd"]) for a in first["assets"].values()}),
-            "eo:bands": [_eo_band(b, sensor.aliases(b.name)[0]) for b in sensor.bands],
+            **(
+                {"sar:polarizations": [b.name.upper() for b in sensor.bands]}
+                if collection == S1
+                else {"eo:bands": [_eo_band(b, sensor.aliases(b.name)[0]) for b in sensor.bands]}
+            ),
         },
         "item_assets": item_assets,
         "links": [

@@ -37,10 +37,16 @@ def world() -> None:
     show_default=True,
     help="Random seed; the same seed gives the same world.",
 )
-def create(out: Path, preset: str, seed: int) -> None:
+@click.option(
+    "--sentinel1/--no-sentinel1",
+    default=False,
+    show_default=True,
+    help="Also make Sentinel-1 RTC (VV, VH backscatter) scenes over every region.",
+)
+def create(out: Path, preset: str, seed: int, sentinel1: bool) -> None:
     """Build the demo world into OUT and print what was built."""
     t = time.perf_counter()
-    s = create_world(out, preset=preset, seed=seed)
+    s = create_world(out, preset=preset, seed=seed, sentinel1=sentinel1)
     items = ", ".join(f"{n} {c}" for c, n in s.n_items.items())
     click.echo(f"world {s.preset!r} (seed {s.seed}) in {s.out}")
     click.echo(f"  items: {s.total_items} ({items})")
