@@ -21,7 +21,8 @@ function the pipeline ships to Dask workers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,7 +55,8 @@ class APParams:
         partition_size: points per first-level block (cost per block ~ n^2 per iteration).
         partitioning: "spatial" (coherent: by partition key, large keys split along their
             principal axis) or "random" (balanced random blocks).
-        top_size: a level with at most this many points is solved as one block (the last).
+        top_size: an upper level with at most this many points is solved as one block (the
+            last); the first level is one block only when it has at most ``partition_size``.
         collapse_radius: points of one block closer than this are merged (with weights) before
             AP; 0 merges exact duplicates only.
         refine_rounds: k-medoid polish rounds of the final exemplars (each moves an exemplar
@@ -69,11 +71,11 @@ class APParams:
     retry_dampings: tuple[float, ...] = (0.9, 0.95)
     preference: float | None = None
     preference_quantile: float = 0.5
-    partition_size: int = 500
+    partition_size: int = 300
     partitioning: str = "spatial"
-    top_size: int = 3000
+    top_size: int = 1000
     collapse_radius: float = 0.0
-    refine_rounds: int = 2
+    refine_rounds: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -118,6 +120,7 @@ class BlockOutput:
     damping: float
     note: str = ""
     dampings_tried: tuple[float, ...] = field(default_factory=tuple)
+    seconds: float = 0.0
 
 
 def block_seed(seed: int, level: int, block_id: int) -> np.random.Generator:
@@ -376,10 +379,15 @@ def solve_blocks(blocks: list[BlockInput], params: APParams) -> list[BlockOutput
     is memory-bound anyway: parallelism comes from running blocks side by side.
     """
     with threadpool_limits(limits=1):
-        return [solve_block(b, params) for b in blocks]
+        out = []
+        for b in blocks:
+            t0 = time.perf_counter()
+            result = solve_block(b, params)
+            out.append(replace(result, seconds=time.perf_counter() - t0))
+        return out
 
 
-def sample_preference(X: F32, quantile: float, seed: int, n_pairs: int = 200_000) -> float:
+def sample_preference(X: F32, quantile: float, seed: int, n_pairs: int = 100_000) -> float:
     """The ``quantile`` of -||x_i - x_j||^2 over random pairs i != j (all pairs if few).
 
     With quantile 0.5 this is scikit-learn's median rule, estimated from a sample so that it
@@ -396,7 +404,7 @@ def sample_preference(X: F32, quantile: float, seed: int, n_pairs: int = 200_000
     else:
         i = rng.integers(0, n, n_pairs)
         j = (i + rng.integers(1, n, n_pairs)) % n  # j != i
-    diff = X[i].astype(np.float64) - X[j].astype(np.float64)
-    sims = -np.einsum("ij,ij->i", diff, diff)
+    diff = X[i] - X[j]
+    sims = -np.einsum("ij,ij->i", diff, diff).astype(np.float64)
     sims = sims[sims < 0.0]
     return float(np.quantile(sims, quantile)) if len(sims) else -1.0

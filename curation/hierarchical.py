@@ -24,6 +24,7 @@ from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
 
 from terracorpus.curation.ap import (
     F32,
@@ -60,6 +61,7 @@ class PartitionReport:
     converged: bool
     damping: float
     note: str
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -211,9 +213,10 @@ def _pca_split(idx: I64, X: F32, parts: int) -> list[I64]:
     proj = np.concatenate(
         [X[idx[i : i + _CHUNK]] @ axis.astype(np.float32) for i in range(0, len(idx), _CHUNK)]
     )
-    order = np.argsort(proj, kind="stable")
     left = parts // 2
     n_left = round(len(idx) * left / parts)
+    # a selection, not a sort: O(n) per split, and deterministic for the same input
+    order = np.argpartition(proj, n_left - 1) if 0 < n_left < len(idx) else np.arange(len(idx))
     return _pca_split(np.sort(idx[order[:n_left]]), X, left) + _pca_split(
         np.sort(idx[order[n_left:]]), X, parts - left
     )
@@ -240,16 +243,19 @@ def _tasks(blocks: list[BlockInput]) -> list[list[BlockInput]]:
 # -- the hierarchy -------------------------------------------------------------------------
 @dataclass
 class _Level:
-    """The points of one level: each stands for ``weight`` chips with centroid ``sums/weight``."""
+    """The points of one level: each stands for ``weight`` chips with centroid ``sums/weight``.
+
+    The first level (``weight`` None) is the chips themselves: no copies of ``X`` are made.
+    """
 
     rep_index: I64  # (n,) chip index of each point's representative
     keys: NDArray[np.generic]
-    weight: F64 | None = None  # None: every point is one chip
+    weight: F64 | None = None  # None: every point is one chip, rep_index is 0..N-1
     sums: F64 | None = None
 
     def centroids(self, X: F32) -> F32:
         if self.weight is None or self.sums is None:
-            return np.ascontiguousarray(X[self.rep_index])
+            return X
         return (self.sums / self.weight[:, None]).astype(np.float32)
 
 
@@ -274,8 +280,16 @@ def hierarchical_ap(
         The labels of every chip, the exemplars and per-level and per-block reports.
     """
     X = _check_input(X, partition_keys)
+    # One BLAS thread here too: small LAPACK calls (32 x 32 eigh) crawl when threads fight
+    # over busy cores, and results must not depend on the machine's thread count.
+    with threadpool_limits(limits=1):
+        return _hierarchy(X, partition_keys, params, map_fn or serial_map)
+
+
+def _hierarchy(
+    X: F32, partition_keys: NDArray[np.generic], params: APParams, run: MapFn
+) -> APResult:
     preference = _preference(X, params)
-    run = map_fn or serial_map
     state = _Level(rep_index=np.arange(len(X), dtype=np.int64), keys=np.asarray(partition_keys))
     size = params.partition_size
     levels: list[LevelReport] = []
@@ -285,7 +299,7 @@ def hierarchical_ap(
         level += 1
         t0 = time.perf_counter()
         n = len(state.rep_index)
-        last = n <= params.top_size
+        last = n <= (params.partition_size if level == 1 else params.top_size)
         mu = state.centroids(X)
         blocks = (
             [np.arange(n, dtype=np.int64)]
@@ -395,20 +409,29 @@ def _reports(blocks: list[I64], outputs: list[BlockOutput], state: _Level) -> li
             out.converged,
             out.damping,
             out.note,
+            out.seconds,
         )
         for idx, out, c in zip(blocks, outputs, chips, strict=True)
     ]
 
 
 def _carry_up(state: _Level, mu: F32, parent: I64, exemplar_pos: I64) -> _Level:
-    """The next level's points: exemplars with their clusters' chip counts and centroid sums."""
+    """The next level's points: exemplars with their clusters' chip counts and centroid sums.
+
+    Column by column, so no (N, D) float64 temporary is made at the first level.
+    """
     k = len(exemplar_pos)
-    w = np.ones(len(parent)) if state.weight is None else state.weight
+    w = None if state.weight is None else state.weight
     weight = np.bincount(parent, weights=w, minlength=k).astype(np.float64)
     sums = np.empty((k, mu.shape[1]), dtype=np.float64)
-    point_sums = mu.astype(np.float64) * w[:, None] if state.sums is None else state.sums
     for j in range(mu.shape[1]):
-        sums[:, j] = np.bincount(parent, weights=point_sums[:, j], minlength=k)
+        if state.sums is not None:
+            col = state.sums[:, j]
+        else:
+            col = mu[:, j].astype(np.float64)
+            if w is not None:
+                col *= w
+        sums[:, j] = np.bincount(parent, weights=col, minlength=k)
     return _Level(state.rep_index[exemplar_pos], state.keys[exemplar_pos], weight, sums)
 
 
@@ -434,22 +457,22 @@ def _medoid_step(X: F32, labels: I64, k: int) -> I64:
 def nearest_exemplar(X: F32, exemplars: I64) -> tuple[I64, F32]:
     """Every chip's nearest exemplar (position in ``exemplars``) and squared distance.
 
-    Chunked over rows so memory stays ``O(chunk x K)``; an exemplar is its own cluster's
-    member even when another exemplar has the same descriptor.
+    Chunked over rows so each chunk's (rows x K) block stays in cache; an exemplar is its own
+    cluster's member even when another exemplar has the same descriptor.
     """
-    E = X[exemplars]
-    sq_e = np.einsum("ij,ij->i", E, E)
+    E2 = X[exemplars] * np.float32(2.0)  # (K, D)
+    sq_e = np.einsum("ij,ij->i", E2, E2) * np.float32(0.25)
     labels = np.empty(len(X), dtype=np.int64)
     sqdist = np.empty(len(X), dtype=np.float32)
-    for start in range(0, len(X), _CHUNK):
-        x = X[start : start + _CHUNK]
-        d = x @ E.T
-        d *= np.float32(-2.0)
-        d += sq_e[None, :]
-        best = np.argmin(d, axis=1)
+    rows = max(256, (1 << 19) // max(1, len(exemplars)))  # ~2 MB of float32 per chunk
+    for start in range(0, len(X), rows):
+        x = X[start : start + rows]
+        g = x @ E2.T  # 2 x.e
+        np.subtract(sq_e[None, :], g, out=g)  # ||e||^2 - 2 x.e = ||x - e||^2 - ||x||^2
+        best = np.argmin(g, axis=1)
         labels[start : start + len(x)] = best
-        sq_x = np.einsum("ij,ij->i", x, x)
-        sqdist[start : start + len(x)] = np.maximum(d[np.arange(len(x)), best] + sq_x, 0.0)
+        d = g[np.arange(len(x)), best] + np.einsum("ij,ij->i", x, x)
+        sqdist[start : start + len(x)] = np.maximum(d, 0.0)
     labels[exemplars] = np.arange(len(exemplars))
     sqdist[exemplars] = 0.0
     return labels, sqdist

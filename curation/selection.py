@@ -274,7 +274,9 @@ def _greedy(X: F32, quota: int, radius: float) -> NDArray[np.int8]:
     kept: list[int] = []
     pos = 0
     while pos < n and len(kept) < quota:
-        chunk = X[pos : pos + _CHUNK]
+        # a chunk a little larger than the places left: duplicates may be skipped in it
+        size = min(_CHUNK, 2 * (quota - len(kept)) + 8)
+        chunk = X[pos : pos + size]
         dup = _near(chunk, X[kept], r2) if kept else np.zeros(len(chunk), bool)
         inner = _sqdist(chunk, chunk) <= r2
         stop = len(chunk)

@@ -100,7 +100,7 @@ class DedupConfig(_Section):
     """Hierarchical affinity propagation and the selection policy (docs/curation.md)."""
 
     partition_size: int = Field(
-        default=500, ge=50, description="chips per first-level AP block (cost ~ n^2 per iteration)"
+        default=300, ge=50, description="chips per first-level AP block (cost ~ n^2 per iteration)"
     )
     partitioning: Literal["spatial", "random"] = Field(
         default="spatial",
@@ -110,7 +110,7 @@ class DedupConfig(_Section):
         default=1.0, gt=0, description="tile size (degrees) of the spatial partition key"
     )
     top_size: int = Field(
-        default=3000, ge=2, description="a level with at most this many exemplars is solved as one block"
+        default=1000, ge=2, description="an upper level with at most this many exemplars is solved as one block"
     )
     damping: float = Field(default=0.8, ge=0.5, lt=1.0)
     retry_dampings: list[float] = Field(
@@ -127,7 +127,7 @@ class DedupConfig(_Section):
     collapse_radius: float = Field(
         default=0.0, ge=0, description="merge chips this close before AP, with weights (0: exact duplicates)"
     )
-    refine_rounds: int = Field(default=2, ge=0, description="k-medoid polish rounds of final exemplars")
+    refine_rounds: int = Field(default=1, ge=0, description="k-medoid polish rounds of final exemplars")
     descriptor_weights: dict[str, float] = Field(
         default_factory=dict, description="weight per descriptor part (spec, index, tex, meta); default 1"
     )

@@ -1,0 +1,453 @@
+"""Benchmark of the dedup stage: hierarchical AP against flat AP and the cheap alternatives.
+
+Run: ``.venv/bin/python benchmarks/bench_dedup.py [--quick] [--demo-run DIR --world DIR]``
+
+Parts, all measured in this one run (ratios side by side, so machine load cancels out):
+
+* scale: N = 100,000 and 1,000,000 descriptors of 32 dimensions (a 50-cluster Gaussian
+  mixture with 20 % planted near-copies) on a 2-worker LocalCluster: wall time and peak memory
+  of the whole process tree (this process and every child, RSS summed, sampled in a thread);
+* quality at N = 10,000: against scikit-learn's flat AP with the same preference (ARI, net
+  similarity, time), recall of planted near-duplicates removed by the selection, planted
+  clusters lost; MiniBatchKMeans and radius-threshold dedup beside it for context;
+* curation value on a demo run (class entropy and residual duplicate rate against a random
+  selection of the same size) when ``--demo-run`` and ``--world`` are given.
+
+``--quick`` runs quality at 3,000 and scale at 100,000 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+from scipy.sparse.csgraph import connected_components
+from sklearn.cluster import AffinityPropagation, MiniBatchKMeans
+from sklearn.metrics import adjusted_rand_score
+from sklearn.neighbors import NearestNeighbors
+
+from terracorpus.curation.ap import APParams, sample_preference
+from terracorpus.curation.hierarchical import APResult, hierarchical_ap
+from terracorpus.curation.selection import SelectionPolicy, select
+from terracorpus.pipelines.cluster import dask_client
+from terracorpus.pipelines.config import DaskConfig
+from terracorpus.pipelines.stages.dedup import dask_map
+
+K_PLANTED = 50
+DIM = 32
+DUP_SHARE = 0.2
+COPY_NOISE = 0.02  # per dimension, before standardising (~0.04 apart after)
+RADIUS = 0.5  # the default duplicate_radius
+PROTOTYPE = {  # the notes' first prototype (2-level AP, blocks of 2,000), 2 cores
+    10_000: (9.0, 0.26),
+    100_000: (45.0, 1.0),
+    1_000_000: (330.0, 1.3),
+}
+TARGETS = {"ari": 0.9, "net": 0.02, "recall": 0.99, "speedup": 5.0, "time_1m": 180.0, "mem_1m": 2.0}
+
+
+# -- data and measurement ------------------------------------------------------------------
+@dataclass
+class Planted:
+    X: np.ndarray  # (N, D) float32, standardised
+    truth: np.ndarray  # (N,) planted cluster
+    source: np.ndarray  # (N,) the chip each row copies (itself for originals)
+
+
+def planted_mixture(n: int, seed: int = 0) -> Planted:
+    """A 50-cluster mixture in 32-D with 20 % near-copies, standardised, built in float32."""
+    rng = np.random.default_rng(seed)
+    centres = (rng.normal(0, 1, (K_PLANTED, DIM)) * 4).astype(np.float32)
+    n0 = n - int(n * DUP_SHARE)
+    truth = rng.integers(0, K_PLANTED, n0)
+    X = np.empty((n, DIM), np.float32)
+    for s in range(0, n0, 1 << 18):
+        e = min(n0, s + (1 << 18))
+        X[s:e] = centres[truth[s:e]] + rng.standard_normal((e - s, DIM), dtype=np.float32)
+    src = rng.integers(0, n0, n - n0)
+    X[n0:] = X[src] + COPY_NOISE * rng.standard_normal((n - n0, DIM), dtype=np.float32)
+    X -= X.mean(axis=0)
+    X /= X.std(axis=0)
+    return Planted(X, np.concatenate([truth, truth[src]]), np.concatenate([np.arange(n0), src]))
+
+
+class TreeMemory:
+    """Peak RSS of this process plus all its children (recursively), sampled in a thread;
+    also the CPU seconds the tree used meanwhile (load-independent, unlike wall time)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak = 0
+        self.cpu_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _tree() -> list[psutil.Process]:
+        me = psutil.Process()
+        return [me, *me.children(recursive=True)]
+
+    def _sample(self) -> int:
+        total = 0
+        for p in self._tree():
+            with suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total
+
+    def _cpu(self) -> float:
+        total = 0.0
+        for p in self._tree():
+            with suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeMemory:
+        self.peak = self._sample()
+        self._cpu0 = self._cpu()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+        self.cpu_s = self._cpu() - self._cpu0
+
+    @property
+    def gb(self) -> float:
+        return self.peak / 2**30
+
+
+@contextmanager
+def timer() -> Iterator[list[float]]:
+    out: list[float] = []
+    t0 = time.perf_counter()
+    yield out
+    out.append(time.perf_counter() - t0)
+
+
+# -- metrics -------------------------------------------------------------------------------
+def net_similarity(X: np.ndarray, labels: np.ndarray, exemplars: np.ndarray, p: float) -> float:
+    d = np.einsum("ij,ij->i", X - X[exemplars][labels], X - X[exemplars][labels])
+    return float(-d.sum(dtype=np.float64) + len(exemplars) * p)
+
+
+def duplicate_recall(kept: np.ndarray, source: np.ndarray) -> float:
+    """Share of planted copies removed: per family (a chip and its copies) all but one kept
+    chip count as surviving duplicates."""
+    family_size = np.bincount(source, minlength=len(source))
+    kept_per_family = np.bincount(source, weights=kept.astype(float), minlength=len(source))
+    planted = (family_size - 1).clip(min=0).sum()
+    survived = (kept_per_family - 1).clip(min=0).sum()
+    return float(1.0 - survived / planted) if planted else 1.0
+
+
+def selection_of(data: Planted, res: APResult, policy: SelectionPolicy) -> np.ndarray:
+    n = len(data.X)
+    chips = pd.DataFrame({"chip_id": np.char.mod("c%08d", np.arange(n)), "group_id": np.arange(n)})
+    exemplar = np.zeros(n, bool)
+    exemplar[res.exemplars] = True
+    out = select(chips, res.labels, data.X, policy, exemplar)
+    return out["kept"].to_numpy()
+
+
+def radius_dedup(X: np.ndarray, radius: float) -> np.ndarray:
+    """Radius graph + connected components, keep one chip per component (the context baseline)."""
+    graph = NearestNeighbors(radius=radius, algorithm="brute").fit(X).radius_neighbors_graph(X)
+    _, comp = connected_components(graph, directed=False)
+    kept = np.zeros(len(X), bool)
+    kept[np.unique(comp, return_index=True)[1]] = True
+    return kept
+
+
+# -- parts ---------------------------------------------------------------------------------
+@dataclass
+class Row:
+    what: str
+    value: str
+    target: str = ""
+    status: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, what: str, value: str, target: str = "", ok: bool | None = None) -> None:
+        status = "" if ok is None else ("PASS" if ok else "MISS")
+        self.rows.append(Row(what, value, target, status))
+        print(f"  {what:<58} {value:>28}  {target:<14} {status}", flush=True)
+
+
+def ap_params(**kw: Any) -> APParams:
+    return APParams(**kw)
+
+
+def scale_part(n: int, report: Report) -> None:
+    print(f"\n[scale] N = {n:,} x {DIM}, 2-worker LocalCluster", flush=True)
+    data = planted_mixture(n, seed=1)
+    keys = np.zeros(n, np.int64)  # no spatial key: principal-axis blocks over everything
+    cfg = DaskConfig(workers=2, threads_per_worker=1)
+    with dask_client(cfg, quiet=True) as client, TreeMemory() as mem, timer() as t:
+        res = hierarchical_ap(data.X, keys, ap_params(), map_fn=dask_map(client))
+    levels = " / ".join(f"{lv.points}->{lv.exemplars}" for lv in res.levels)
+    report.add(
+        f"hierarchical AP {n:,}: wall time (s)",
+        f"{t[0]:.1f}",
+        f"<= {TARGETS['time_1m']:.0f}" if n == 1_000_000 else "",
+        t[0] <= TARGETS["time_1m"] if n == 1_000_000 else None,
+    )
+    block_s = sum(q.seconds for q in res.partitions)
+    report.add(
+        f"hierarchical AP {n:,}: CPU s of the tree (AP blocks), load avg",
+        f"{mem.cpu_s:.0f} ({block_s:.0f}), {psutil.getloadavg()[0]:.1f}",
+    )
+    report.add(
+        f"hierarchical AP {n:,}: peak memory, process tree (GB)",
+        f"{mem.gb:.2f}",
+        f"<= {TARGETS['mem_1m']:.0f}" if n == 1_000_000 else "",
+        mem.gb <= TARGETS["mem_1m"] if n == 1_000_000 else None,
+    )
+    report.add(
+        f"hierarchical AP {n:,}: clusters, levels (points->exemplars)",
+        f"K={res.n_clusters}; {levels}",
+    )
+    report.add(
+        f"hierarchical AP {n:,}: blocks not converged",
+        f"{len(res.unconverged)} of {len(res.partitions)}",
+    )
+    ref_t, _ = PROTOTYPE.get(n, (float("nan"), 0.0))
+    report.add(
+        f"hierarchical AP {n:,}: speed-up vs notes' prototype ({ref_t:.0f} s)",
+        f"{ref_t / t[0]:.1f}x",
+    )
+    with timer() as t_sel:
+        kept = selection_of(data, res, SelectionPolicy(duplicate_radius=RADIUS))
+    report.add(f"selection (sqrt quotas) {n:,}: time (s), kept", f"{t_sel[0]:.1f}, {kept.sum():,}")
+    with timer() as t_km:
+        MiniBatchKMeans(K_PLANTED, batch_size=4096, n_init=1, random_state=0).fit(data.X)
+    report.add(f"context: MiniBatchKMeans-{K_PLANTED} {n:,}: time (s)", f"{t_km[0]:.1f}")
+
+
+def quality_part(n: int, report: Report) -> None:
+    print(
+        f"\n[quality] N = {n:,} x {DIM}, planted {K_PLANTED} clusters + {DUP_SHARE:.0%} near-copies",
+        flush=True,
+    )
+    data = planted_mixture(n, seed=0)
+    keys = np.zeros(n, np.int64)
+    p = sample_preference(data.X, 0.5, 0)
+    with TreeMemory() as mem_ours, timer() as t_ours:
+        res = hierarchical_ap(data.X, keys, ap_params())
+    with dask_client(DaskConfig(workers=2), quiet=True) as client, timer() as t_dask:
+        res_dask = hierarchical_ap(data.X, keys, ap_params(), map_fn=dask_map(client))
+    print("  running scikit-learn flat AP once (minutes, GBs) ...", flush=True)
+    with TreeMemory() as mem_flat, timer() as t_flat:
+        flat = AffinityPropagation(
+            preference=p, damping=0.9, max_iter=500, convergence_iter=30, random_state=0
+        ).fit(data.X)
+    flat_ex = flat.cluster_centers_indices_
+    flat_net = net_similarity(data.X, flat.labels_, flat_ex, p)
+    ari = adjusted_rand_score(flat.labels_, res.labels)
+    gap = (flat_net - res.net_similarity()) / abs(flat_net)
+    report.add(
+        "flat AP: time (s), peak memory (GB), clusters",
+        f"{t_flat[0]:.1f}, {mem_flat.gb:.2f}, K={len(flat_ex)}",
+    )
+    report.add(
+        "hierarchical AP (serial): time (s), peak memory (GB)",
+        f"{t_ours[0]:.2f}, {mem_ours.gb:.2f}",
+    )
+    report.add("hierarchical AP (2-worker cluster): time (s)", f"{t_dask[0]:.2f}")
+    report.add(
+        "same clusters serial vs 2 workers",
+        str(np.array_equal(res.labels, res_dask.labels)),
+        "True",
+        bool(np.array_equal(res.labels, res_dask.labels)),
+    )
+    speedup = t_flat[0] / t_ours[0]
+    report.add(
+        "speed-up vs flat AP (serial ours)",
+        f"{speedup:.1f}x",
+        f">= {TARGETS['speedup']:.0f}x",
+        speedup >= TARGETS["speedup"],
+    )
+    report.add(
+        "ARI vs flat AP",
+        f"{ari:.4f} (K {res.n_clusters} vs {len(flat_ex)})",
+        f">= {TARGETS['ari']}",
+        ari >= TARGETS["ari"],
+    )
+    report.add(
+        "net similarity gap vs flat AP",
+        f"{gap:+.3%}",
+        f"<= {TARGETS['net']:.0%}",
+        gap <= TARGETS["net"],
+    )
+    report.add(
+        "ARI vs planted truth (ours / flat)",
+        f"{adjusted_rand_score(data.truth, res.labels):.4f} / {adjusted_rand_score(data.truth, flat.labels_):.4f}",
+    )
+    if n in PROTOTYPE:
+        report.add(
+            f"speed-up vs notes' prototype ({PROTOTYPE[n][0]:.0f} s)",
+            f"{PROTOTYPE[n][0] / t_ours[0]:.1f}x",
+        )
+    for quota in ("sqrt", "all"):
+        kept = selection_of(data, res, SelectionPolicy(duplicate_radius=RADIUS, quota=quota))
+        recall = duplicate_recall(kept, data.source)
+        lost = K_PLANTED - len(np.unique(data.truth[kept]))
+        report.add(
+            f"selection quota={quota}: planted copies removed (recall)",
+            f"{recall:.4f} (kept {kept.sum():,})",
+            f">= {TARGETS['recall']}",
+            recall >= TARGETS["recall"],
+        )
+        report.add(f"selection quota={quota}: planted clusters lost", str(lost), "0", lost == 0)
+    for kw in ({"partition_size": 500}, {"partition_size": 1000}, {"collapse_radius": 0.1}):
+        with timer() as t_var:
+            var = hierarchical_ap(data.X, keys, ap_params(**kw))
+        var_gap = (flat_net - var.net_similarity()) / abs(flat_net)
+        name = ", ".join(f"{k}={v}" for k, v in kw.items())
+        report.add(
+            f"variant {name}: time (s), ARI, net gap",
+            f"{t_var[0]:.2f}, {adjusted_rand_score(flat.labels_, var.labels):.4f}, {var_gap:+.3%}",
+        )
+    with timer() as t_km:
+        km = MiniBatchKMeans(K_PLANTED, batch_size=4096, n_init=1, random_state=0).fit(data.X)
+    report.add(
+        f"context: MiniBatchKMeans-{K_PLANTED}: time (s), ARI vs flat AP",
+        f"{t_km[0]:.2f}, {adjusted_rand_score(flat.labels_, km.labels_):.4f}",
+    )
+    with timer() as t_rad:
+        kept_rad = radius_dedup(data.X, RADIUS)
+    report.add(
+        "context: radius-threshold dedup: time (s), recall, kept",
+        f"{t_rad[0]:.2f}, {duplicate_recall(kept_rad, data.source):.4f}, {kept_rad.sum():,}",
+    )
+
+
+def curation_value(run_dir: Path, world_dir: Path, seed: int = 0) -> dict[str, float]:
+    """Class entropy and residual duplicate rate of the kept anchors against a random selection.
+
+    The land-cover class of a group is the most common truth class under its footprint
+    (groups.parquet geometry, lon/lat); a duplicate is a kept pair of anchors within the
+    duplicate radius in standardised descriptor space.
+    """
+    from terracorpus.catalogs.world.truth import read_truth
+    from terracorpus.curation.hierarchical import prepare_features
+    from terracorpus.pipelines.rundir import read_parquet
+
+    selection = read_parquet(run_dir / "selection.parquet")
+    groups = read_parquet(run_dir / "groups.parquet")
+    chips = read_parquet(run_dir / "chips.parquet")
+    anchors = selection[selection["role"] == "anchor"].merge(
+        chips[["chip_id", "descriptor"]], on="chip_id"
+    )
+    D = np.stack(anchors["descriptor"].to_numpy())
+    X = prepare_features(D, [f"d.{i}" for i in range(D.shape[1])], {})
+    classes = {}
+    for gid, geom in zip(groups["group_id"], groups.geometry, strict=True):
+        codes = read_truth(world_dir, geom.bounds, "EPSG:4326")
+        codes = codes[codes > 0]
+        classes[gid] = int(np.bincount(codes).argmax()) if codes.size else 0
+    cls = anchors["group_id"].map(classes).to_numpy()
+    kept = anchors["kept"].to_numpy()
+    rng = np.random.default_rng(seed)
+    rand = np.zeros(len(kept), bool)
+    rand[rng.choice(len(kept), int(kept.sum()), replace=False)] = True
+
+    def entropy(mask: np.ndarray) -> float:
+        counts = np.bincount(cls[mask])
+        q = counts[counts > 0] / counts.sum()
+        return float(-(q * np.log2(q)).sum())
+
+    def dup_rate(mask: np.ndarray) -> float:
+        x = X[mask]
+        d = (
+            np.einsum("ij,ij->i", x, x)[:, None]
+            - 2 * x @ x.T
+            + np.einsum("ij,ij->i", x, x)[None, :]
+        )
+        np.fill_diagonal(d, np.inf)
+        return float((d.min(axis=1) <= RADIUS**2).mean()) if len(x) > 1 else 0.0
+
+    return {
+        "kept": float(kept.sum()),
+        "classes_all": float(len(np.unique(cls))),
+        "classes_kept": float(len(np.unique(cls[kept]))),
+        "entropy_ours": entropy(kept),
+        "entropy_random": entropy(rand),
+        "dup_rate_ours": dup_rate(kept),
+        "dup_rate_random": dup_rate(rand),
+    }
+
+
+def demo_part(run_dir: Path | None, world_dir: Path | None, report: Report) -> None:
+    print("\n[curation value] demo world", flush=True)
+    if run_dir is None or world_dir is None:
+        report.add("curation value on the demo world", "skipped: pass --demo-run and --world")
+        return
+    v = curation_value(run_dir, world_dir)
+    report.add(
+        "land-cover classes kept / present",
+        f"{v['classes_kept']:.0f} / {v['classes_all']:.0f}",
+        "all",
+        v["classes_kept"] == v["classes_all"],
+    )
+    report.add(
+        "class entropy (bits): ours vs random",
+        f"{v['entropy_ours']:.3f} vs {v['entropy_random']:.3f}",
+        "ours higher",
+        v["entropy_ours"] > v["entropy_random"],
+    )
+    report.add(
+        "residual duplicate rate: ours vs random",
+        f"{v['dup_rate_ours']:.3f} vs {v['dup_rate_random']:.3f}",
+        "ours lower",
+        v["dup_rate_ours"] < v["dup_rate_random"],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="quality at 3,000, scale at 100,000 only")
+    ap.add_argument("--demo-run", type=Path, help="a curated demo run directory")
+    ap.add_argument("--world", type=Path, help="the demo world it was made from")
+    ap.add_argument("--skip-flat", action="store_true", help="skip the quality part (flat AP)")
+    ap.add_argument("--sizes", type=int, nargs="*", help="scale sizes (default 100000 1000000)")
+    args = ap.parse_args(argv)
+    report = Report()
+    print(f"bench_dedup: {psutil.cpu_count()} cores, {'quick' if args.quick else 'full'} run")
+    sizes = (
+        args.sizes if args.sizes is not None else [100_000] if args.quick else [100_000, 1_000_000]
+    )
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in psutil.getloadavg())}")
+    for n in sizes:
+        scale_part(n, report)
+    if not args.skip_flat:
+        quality_part(3_000 if args.quick else 10_000, report)
+    demo_part(args.demo_run, args.world, report)
+    misses = [r for r in report.rows if r.status == "MISS"]
+    print(f"\n{len([r for r in report.rows if r.status == 'PASS'])} PASS, {len(misses)} MISS")
+    return 0 if not misses else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
