@@ -57,7 +57,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "materialize",
-        ("corpus.zarr", "manifest.parquet", "collection.json"),
+        ("corpus.zarr",),  # with its manifest.parquet and collection.json beside it
         "terracorpus.pipelines.stages.materialize:run_materialize",
         needs_client=True,
     ),
@@ -86,8 +86,11 @@ def output_is_current(run: RunDir, name: str) -> bool:
         return run.is_current(name)
     path = run.path(name)
     if name.endswith(".zarr"):
+        # A corpus is current when its store says complete for this config and the manifest
+        # and STAC collection written beside it exist.
         meta_file = path / "zarr.json"
-        if not meta_file.exists():
+        siblings = (path.parent / "manifest.parquet", path.parent / "collection.json")
+        if not meta_file.exists() or not all(p.exists() for p in siblings):
             return False
         attrs = json.loads(meta_file.read_text()).get("attributes", {}).get("terracorpus", {})
         return bool(attrs.get("complete")) and attrs.get("config_hash") == run.config_hash
