@@ -43,7 +43,7 @@ SENSOR_OF = {
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> WorldSummary:
-    return tiny_world(tmp_path_factory.getbasetemp() / "worlds")
+    return tiny_world(tmp_path_factory.getbasetemp())
 
 
 def _items(world: WorldSummary) -> Iterator[dict[str, Any]]:
