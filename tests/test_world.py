@@ -370,6 +370,16 @@ def test_sun_position_matches_real_items(shared_stac_items: Path) -> None:
     elev, az = sun_position(when, c.x, c.y)
     assert elev == pytest.approx(d["properties"]["view:sun_elevation"], abs=0.5)
     assert az == pytest.approx(d["properties"]["view:sun_azimuth"], abs=1.0)
+    d = json.loads(
+        (
+            shared_stac_items / "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json"
+        ).read_text()
+    )
+    c = shapely.geometry.shape(d["geometry"]).centroid
+    when = datetime.fromisoformat(d["properties"]["datetime"].replace("Z", "+00:00"))
+    elev, az = sun_position(when, c.x, c.y)  # S2 gives tile means from the datatake start
+    assert elev == pytest.approx(90 - d["properties"]["s2:mean_solar_zenith"], abs=0.5)
+    assert az == pytest.approx(d["properties"]["s2:mean_solar_azimuth"], abs=1.5)
 
 
 def test_qa_pixel_words_are_the_real_landsat_values() -> None:
