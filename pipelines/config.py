@@ -155,7 +155,8 @@ class CorpusConfig(_Section):
         "with every single-image read, so small chips in huge shards read mostly index",
     )
     codec: Literal["zstd", "blosc-lz4", "blosc-zstd", "none"] = Field(
-        default="zstd", description="pixel and validity compression (docs/corpus-format.md)"
+        default="blosc-zstd",
+        description="pixel and validity compression; chosen by measurement (docs/corpus-format.md)",
     )
     codec_level: int = Field(default=3, ge=0, le=22, description="compression level")
     val_fraction: float = Field(

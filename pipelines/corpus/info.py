@@ -151,7 +151,8 @@ def picture_grid(
 
 
 def _true_colour(root: zarr.Group, sensor: str, row: int) -> np.ndarray:
-    """A (H, W, 3) image in 0..1 from the bands nearest red, green, blue (2-98 % stretch)."""
+    """A (H, W, 3) image in 0..1 from the bands nearest red, green, blue (2-98 % stretch
+    of all three together), or a grey (H, W) one when the sensor lacks them."""
     pixels = array_at(root, f"{SENSORS_GROUP}/{sensor}/pixels")
     wl = np.asarray(pixels.attrs.get("center_wavelength", []), dtype=float)
     img = np.asarray(pixels[row]).astype("float32")
@@ -161,8 +162,8 @@ def _true_colour(root: zarr.Group, sensor: str, row: int) -> np.ndarray:
         rgb = np.moveaxis(img[idx], 0, -1)
     else:
         rgb = img[0]
-    ok = rgb[valid] if valid.any() else rgb.reshape(-1, *rgb.shape[2:])
-    lo, hi = np.percentile(ok, 2, axis=0), np.percentile(ok, 98, axis=0)
+    ok = rgb[valid] if valid.any() else rgb
+    lo, hi = np.percentile(ok, 2), np.percentile(ok, 98)  # one stretch: colours stay true
     out = np.clip((rgb - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
     out[~valid] = out[~valid] * 0.4  # dim unusable pixels (cloud, nodata)
     return np.asarray(out)

@@ -108,16 +108,18 @@ def read_manifest(location: CorpusLocation) -> gpd.GeoDataFrame:
         raise CorpusError(f"manifest {location.manifest} cannot be read: {e}") from None
 
 
-def _footprints(transforms: np.ndarray, crs: np.ndarray, h: int, w: int) -> list[Any]:
-    out = []
-    for t, c in zip(transforms, crs, strict=True):
-        a, b, x0, d, e, y0 = t
-        cols = np.array([0, w, w, 0])
-        rows = np.array([0, 0, h, h])
-        xs, ys = x0 + a * cols + b * rows, y0 + d * cols + e * rows
-        lon, lat = _to_lonlat(str(c)).transform(xs, ys)
-        out.append(shapely.Polygon(zip(lon, lat, strict=True)))
-    return out
+def _footprints(transforms: np.ndarray, crs: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Chip outlines in lon/lat: each grid's four corners projected, one call per CRS."""
+    cols = np.array([0, w, w, 0], dtype="float64")
+    rows = np.array([0, 0, h, h], dtype="float64")
+    a, b, x0, d, e, y0 = (transforms[:, i : i + 1] for i in range(6))
+    xs, ys = x0 + a * cols + b * rows, y0 + d * cols + e * rows  # (n, 4) each
+    lon, lat = np.empty_like(xs), np.empty_like(ys)
+    crs = crs.astype(str)
+    for c in np.unique(crs):
+        sel = crs == c
+        lon[sel], lat[sel] = _to_lonlat(str(c)).transform(xs[sel], ys[sel])
+    return np.asarray(shapely.polygons(np.stack([lon, lat], axis=-1)))
 
 
 @lru_cache(maxsize=64)

@@ -68,7 +68,7 @@ def write_arrays(
     scratch: Path,
     shard_mb: float = 64.0,
     max_images_per_shard: int | None = 256,
-    codec: str = "zstd",
+    codec: str = "blosc-zstd",
     level: int = 3,
     provenance: Provenance | None = None,
     client: Client | None = None,

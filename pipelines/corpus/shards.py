@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -91,31 +92,49 @@ def write_shard(task: ShardTask) -> ShardResult:
     valid_arr = root[f"{SENSORS_GROUP}/{shard.sensor}/valid"]
     assert isinstance(pixels_arr, zarr.Array) and isinstance(valid_arr, zarr.Array)
     pixels, valid = data.pixels, data.valid
+    with ThreadPoolExecutor(max_workers=1) as pool:  # digests overlap the zarr write
+        facts = pool.submit(_image_facts, shard, data)
+        _write_rows(pixels_arr, valid_arr, shard, pixels, valid)
+        objects = _digest_objects(task)
+        return ShardResult(
+            sensor=shard.sensor,
+            index=shard.index,
+            start=shard.start,
+            stop=shard.stop,
+            objects=objects,
+            images=facts.result(),
+            failures=[f.__dict__ for f in data.failures],
+        )
+
+
+def _write_rows(
+    pixels_arr: zarr.Array[Any],
+    valid_arr: zarr.Array[Any],
+    shard: ShardSpec,
+    pixels: np.ndarray,
+    valid: np.ndarray,
+) -> None:
     if shard.keep >= 0:  # appending into a partial shard: rewrite it whole, old rows first
         pixels = np.concatenate([pixels_arr[shard.start : shard.keep], pixels])
         valid = np.concatenate([valid_arr[shard.start : shard.keep], valid])
     pixels_arr[shard.start : shard.stop] = pixels
     valid_arr[shard.start : shard.stop] = valid
+
+
+def _digest_objects(task: ShardTask) -> dict[str, dict[str, Any]]:
+    """sha256 and size of the shard objects as stored (read back: the codec's output)."""
     fs = task.location.fs()
     objects = {}
     for name, ndim in (("pixels", 4), ("valid", 3)):
-        key = shard_object(shard.sensor, name, shard.index, ndim)
+        key = shard_object(task.shard.sensor, name, task.shard.index, ndim)
         blob = fs.cat_file(task.location.path(f"{task.store_name}/{key}"))
         objects[key] = {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
-    return ShardResult(
-        sensor=shard.sensor,
-        index=shard.index,
-        start=shard.start,
-        stop=shard.stop,
-        objects=objects,
-        images=_image_facts(shard, data),
-        failures=[f.__dict__ for f in data.failures],
-    )
+    return objects
 
 
 def image_sha256(pixels: np.ndarray) -> str:
     """Digest of one image's raw pixel bytes (C order, native dtype)."""
-    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()
 
 
 def _image_facts(shard: ShardSpec, data: ShardPixels) -> list[dict[str, Any]]:

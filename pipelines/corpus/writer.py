@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -93,7 +94,7 @@ def write_corpus(
     *,
     scratch: Path,
     provenance: Provenance,
-    codec: str = "zstd",
+    codec: str = "blosc-zstd",
     level: int = 3,
     client: Client | None = None,
     append: bool = False,
@@ -195,9 +196,11 @@ def _load_marker(scratch: Path, shard: ShardSpec) -> ShardResult:
 
 def _run(tasks: list[ShardTask], scratch: Path, client: Client | None) -> None:
     def save(_: int, result: ShardResult) -> None:
-        write_json_atomic(
-            scratch / MARKERS_DIR / result.sensor / f"{result.index:06d}.json", asdict(result)
-        )
+        target = scratch / MARKERS_DIR / result.sensor / f"{result.index:06d}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(vars(result), separators=(",", ":")))
+        os.replace(tmp, target)  # a marker is whole or absent
 
     if client is None:
         for i, task in enumerate(tasks):
@@ -230,6 +233,7 @@ def _prepare_store(
         h, w = layout.chip_shape
         shapes = {"pixels": (len(layout.bands), h, w), "valid": (h, w)}
         for name, inner in shapes.items():
+            dtype = layout.dtype if name == "pixels" else "uint8"
             if name in group:
                 arr = group[name]
                 assert isinstance(arr, zarr.Array)
@@ -241,9 +245,9 @@ def _prepare_store(
                 shape=(total, *inner),
                 chunks=(1, *inner),
                 shards=(k, *inner),
-                dtype=layout.dtype if name == "pixels" else "uint8",
+                dtype=dtype,
                 fill_value=layout.fill_value if name == "pixels" else 0,
-                compressors=compressors(codec, level, itemsize=np.dtype(layout.dtype).itemsize),
+                compressors=compressors(codec, level, itemsize=np.dtype(dtype).itemsize),
                 dimension_names=PIXEL_DIMS if name == "pixels" else VALID_DIMS,
                 attributes=_pixel_attrs(layout) if name == "pixels" else _valid_attrs(),
             )
