@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-image-px", type=int, default=128)
     ap.add_argument("--patch-px", type=int, default=8)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--folds", type=int, default=None, help="probe by K-fold CV over groups")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     minutes = a.minutes if a.minutes is not None else (0.5 if a.quick else 3.0)
@@ -168,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         trained = pretrain(corpus, work / "main", pre_steps, a.batch, a.patch_px, a.max_image_px)
         torch.manual_seed(0)
         random_model = A2MAE(trained.args)
-        kw = {"max_image_px": a.max_image_px, "num_workers": 2}
+        kw = {"max_image_px": a.max_image_px, "num_workers": 2, "folds": a.folds}
         scores = {
             "random weights": probe(random_model, reader, **kw),
             "pre-trained": probe(trained, reader, **kw),
         }
+        how = f"{a.folds}-fold CV over groups" if a.folds else "corpus split"
         print(f"  {'encoder':<24} {'lin acc':>8} {'lin F1':>8} {'kNN acc':>8} {'kNN F1':>8}   "
-              f"({scores['pre-trained'].n_train} train / {scores['pre-trained'].n_val} val groups)")  # fmt: skip
+              f"({how}: {scores['pre-trained'].n_train} train / {scores['pre-trained'].n_val} "
+              f"scored groups, {scores['pre-trained'].n_classes} classes)")  # fmt: skip
         for name, res in scores.items():
             print(_row(name, res))
         gain = scores["pre-trained"].linear_macro_f1 - scores["random weights"].linear_macro_f1

@@ -216,6 +216,8 @@ def test_fit_probes_separates_separable_features() -> None:
     split = np.where(np.arange(60) % 4 == 0, "val", "train")
     result = fit_probes(feats, labels, split)
     assert result.linear_accuracy == 1.0 and result.knn_macro_f1 == 1.0
+    pooled = fit_probes(feats, labels, split, folds=5)
+    assert pooled.n_val == 60 and pooled.linear_accuracy == 1.0
 
 
 def test_cli_train_export_probe_and_bad_input(corpus: Path, tmp_path: Path) -> None:

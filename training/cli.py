@@ -84,6 +84,7 @@ def train(
 @click.option("--max-image-px", default=128, show_default=True)
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--workers", default=0, show_default=True, help="DataLoader workers.")
+@click.option("--folds", type=int, default=None, help="K-fold CV over groups, not the split.")
 @click.option(
     "--compare-random", is_flag=True, help="Also probe the same model with random weights."
 )
@@ -93,7 +94,7 @@ def train(
 @_user_errors
 def probe(
     encoder: str, corpus: str, labels: str | None, max_image_px: int, batch_size: int,
-    workers: int, compare_random: bool, json_out: str | None,
+    workers: int, folds: int | None, compare_random: bool, json_out: str | None,
 ) -> None:  # fmt: skip
     """Linear-probe and kNN scores of a frozen encoder on the anchors' land-cover labels."""
     import torch
@@ -112,7 +113,7 @@ def probe(
     scores = {}
     for name, m in models.items():
         result = run_probe(m, reader, labels_path=labels, max_image_px=max_image_px,
-                           batch_size=batch_size, num_workers=workers)  # fmt: skip
+                           batch_size=batch_size, num_workers=workers, folds=folds)  # fmt: skip
         scores[name] = result.as_dict()
         click.echo(
             f"{name}: linear acc {result.linear_accuracy:.3f} macro-F1 {result.linear_macro_f1:.3f} | "

@@ -100,25 +100,68 @@ def extract_features(
 
 
 def fit_probes(
-    features: np.ndarray, labels: np.ndarray, split: np.ndarray, *, k: int = 5, seed: int = 0
+    features: np.ndarray,
+    labels: np.ndarray,
+    split: np.ndarray,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    folds: int | None = None,
 ) -> ProbeResult:
-    """Fit a logistic-regression probe and a kNN classifier on ``train``, score on ``val``."""
+    """Fit a logistic-regression probe and a kNN classifier on ``train``, score on ``val``.
+
+    With ``folds``, the corpus split is ignored: stratified K-fold cross-validation over the
+    labelled groups (each group is scored once, by a model that did not see it), scores pooled
+    over folds. Use it on small corpora whose val split holds few groups.
+    """
     known = labels >= 0
+    if folds is not None:
+        return _cross_validate(features[known], labels[known], k=k, seed=seed, folds=folds)
     train, val = known & (split == "train"), known & (split == "val")
-    if train.sum() < 2 or val.sum() < 1 or len(np.unique(labels[train])) < 2:
+    _check_enough(labels[train], int(val.sum()))
+    preds = _fit_predict(features[train], labels[train], features[val], k, seed)
+    return _scores(labels[val], preds, int(train.sum()), int(val.sum()), labels[known])
+
+
+def _cross_validate(x: np.ndarray, y: np.ndarray, *, k: int, seed: int, folds: int) -> ProbeResult:
+    from sklearn.model_selection import StratifiedKFold
+
+    _check_enough(y, len(y))
+    n_splits = max(2, min(folds, int(np.bincount(y).max())))
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    preds = {"linear": np.zeros_like(y), "knn": np.zeros_like(y)}
+    for tr, va in splitter.split(x, y):
+        for name, pred in _fit_predict(x[tr], y[tr], x[va], k, seed).items():
+            preds[name][va] = pred
+    return _scores(y, preds, len(y) - len(y) // n_splits, len(y), y)
+
+
+def _check_enough(y_train: np.ndarray, n_val: int) -> None:
+    if len(y_train) < 2 or n_val < 1 or len(np.unique(y_train)) < 2:
         raise ProbeError(
-            f"too few labelled groups to probe: {int(train.sum())} train, {int(val.sum())} val, "
-            f"{len(np.unique(labels[train]))} classes in train; use a larger corpus"
+            f"too few labelled groups to probe: {len(y_train)} train, {n_val} val, "
+            f"{len(np.unique(y_train))} classes in train; use a larger corpus"
         )
-    x_tr, y_tr, x_va, y_va = features[train], labels[train], features[val], labels[val]
+
+
+def _fit_predict(
+    x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, k: int, seed: int
+) -> dict[str, np.ndarray]:
     linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     knn = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(k, len(y_tr))))
+    return {
+        name: clf.fit(x_tr, y_tr).predict(x_va) for name, clf in (("linear", linear), ("knn", knn))
+    }
+
+
+def _scores(
+    y_va: np.ndarray, preds: dict[str, np.ndarray], n_train: int, n_val: int, known: np.ndarray
+) -> ProbeResult:
     scores: dict[str, float] = {}
-    for name, clf in (("linear", linear), ("knn", knn)):
-        pred = clf.fit(x_tr, y_tr).predict(x_va)
+    for name, pred in preds.items():
         scores[f"{name}_accuracy"] = float(accuracy_score(y_va, pred))
         scores[f"{name}_macro_f1"] = float(f1_score(y_va, pred, average="macro", zero_division=0))
-    return ProbeResult(int(train.sum()), int(val.sum()), len(np.unique(labels[known])), **scores)
+    return ProbeResult(n_train, n_val, len(np.unique(known)), **scores)
 
 
 def probe(
@@ -130,6 +173,7 @@ def probe(
     batch_size: int = 16,
     num_workers: int = 0,
     k: int = 5,
+    folds: int | None = None,
     device: str | torch.device = "cpu",
 ) -> ProbeResult:
     """Features of every anchor, then linear and kNN probes split by the corpus's groups/split."""
@@ -138,4 +182,4 @@ def probe(
         model, reader, max_image_px=max_image_px, batch_size=batch_size,
         num_workers=num_workers, device=device,
     )  # fmt: skip
-    return fit_probes(feats, labels, reader.groups.split, k=k)
+    return fit_probes(feats, labels, reader.groups.split, k=k, folds=folds)
