@@ -200,7 +200,7 @@ def _surface_table(doy: int) -> NDArray[np.int64]:
     """SCL surface class (index into qa.SURFACE_SCL) of every material on ``doy``."""
     out = np.zeros(lc.N_MATERIALS, dtype=np.int64)
     for m in range(1, lc.N_MATERIALS):
-        w = spectra._weights_at(spectra._PHENOLOGY[m], doy)
+        w = spectra.endmember_weights(m, doy)
         if m == lc.SNOW:
             out[m] = 3
         elif w.get("water", 0.0) >= 0.5:

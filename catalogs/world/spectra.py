@@ -359,9 +359,9 @@ def _weights_at(keys: _Keys, doy: int) -> dict[str, float]:
     return {n: float(np.interp(doy, ext_days, [w.get(n, 0.0) for w in ext])) for n in names}
 
 
-def green_share(material: int, doy: int) -> float:
-    """The share of green vegetation in ``material`` on ``doy`` (drives SCL 4 vs 5)."""
-    return _weights_at(_PHENOLOGY[material], doy).get("green", 0.0)
+def endmember_weights(material: int, doy: int) -> dict[str, float]:
+    """The endmember mixture (``green``, ``dry``, ``soil``, ``water``, ...) of a material."""
+    return _weights_at(_PHENOLOGY[material], doy)
 
 
 def _band_average(curve: F64, center: float, fwhm: float) -> float:
