@@ -265,7 +265,14 @@ def _checked_item(item: dict[str, Any], path: Path, base: str) -> dict[str, Any]
         key: {**asset, "href": _absolute_href(str(asset.get("href", "")), base)}
         for key, asset in (item.get("assets") or {}).items()
     }
-    return {**item, "assets": assets}
+    # The server gives each item its own self link. Items that bring one make rustac's
+    # loading quadratic (4,000 items: 13 s instead of 1 s), so theirs is kept as "via".
+    links = [
+        {**link, "rel": "via"} if link.get("rel") == "self" else link
+        for link in item.get("links") or []
+        if isinstance(link, dict)
+    ]
+    return {**item, "assets": assets, "links": links}
 
 
 def _absolute_href(href: str, base: str) -> str:

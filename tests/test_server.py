@@ -181,6 +181,22 @@ def test_item_files_ndjson_and_feature_collection(tmp_path: Path) -> None:
         assert href == str((tmp_path / found[0]["id"] / "red.tif").resolve())
 
 
+def test_own_self_links_are_kept_as_via(tmp_path: Path) -> None:
+    item = series(1, datetime(2022, 3, 1))[0]
+    item["links"] = [{"rel": "self", "href": "/elsewhere/S2_000.json"}]
+    (tmp_path / "a.json").write_text(json.dumps(item))
+    with StacServer([tmp_path / "a.json"]) as srv:
+        found, _ = _search_pages(srv.url, limit=2)
+    rels = {(ln["rel"], ln["href"]) for ln in found[0]["links"]}
+    assert ("via", "/elsewhere/S2_000.json") in rels
+    assert ("self", _served_self_href(found[0])) in rels
+
+
+def _served_self_href(item: dict[str, Any]) -> str:
+    root = next(ln["href"] for ln in item["links"] if ln["rel"] == "root")
+    return f"{root.rstrip('/')}/collections/{item['collection']}/items/{item['id']}"
+
+
 def test_cli_serve_bad_input_is_one_line_error(tmp_path: Path) -> None:
     bad = tmp_path / "x.json"
     bad.write_text("[1, 2]")
