@@ -19,7 +19,7 @@ from terracorpus.pipelines.cli import main
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.rundir import RunDir, read_parquet
-from terracorpus.pipelines.stages.dedup import run_dedup
+from terracorpus.pipelines.stages.dedup import features, read_chips, run_dedup
 
 DIM = 16
 NAMES_KEY = b"terracorpus.descriptor_names"
@@ -81,8 +81,14 @@ def make_chips(
     return pd.DataFrame(rows), truth, src
 
 
-def write_chips(run: RunDir, chips: pd.DataFrame, names: list[str] | None = None) -> Path:
-    """chips.parquet as describe writes it: stamped, with the descriptor names in the schema."""
+def write_chips(
+    run: RunDir, chips: pd.DataFrame, names: list[str] | None = None, *, schema_key: bool = False
+) -> Path:
+    """chips.parquet as describe writes it: stamped, descriptor names in the artifact metadata
+    (or, with ``schema_key``, in the schema metadata key ``terracorpus.descriptor_names``)."""
+    if not schema_key:
+        extra = {} if names is None else {"descriptor_names": names}
+        return run.write_table("chips.parquet", chips, stage="describe", **extra)
     path = run.write_table("chips.parquet", chips, stage="describe")
     if names is not None:
         table = pq.read_table(path)
@@ -124,6 +130,20 @@ def test_selection_has_every_chip_a_reason_and_no_kept_duplicate_pairs(tmp_path:
     assert (members["kept"].to_numpy() == anchors.loc[members["group_id"], "kept"].to_numpy()).all()
     assert summary.kept_groups == kept.sum() and summary.clusters >= 5
     assert "exemplar" in summary.table() and "over_quota" in summary.reasons
+
+
+def test_descriptor_names_weight_their_parts(tmp_path: Path) -> None:
+    chips, _, _ = make_chips(60, members=0, dim=DIM)
+    cfg = RunConfig(run_dir=str(tmp_path / "run"), dedup={"descriptor_weights": {"meta": 0.0}})
+    run = RunDir(cfg.run_dir, cfg)
+    write_chips(run, chips, descriptor_names(DIM), schema_key=True)
+    table, names = read_chips(run)
+    assert names == descriptor_names(DIM)
+    X = features(table, names, cfg.dedup)
+    assert (X[:, DIM * 3 // 4 :] == 0).all() and X[:, 0].std() > 0.5
+    bad = RunConfig(run_dir=cfg.run_dir, dedup={"descriptor_weights": {"colour": 1.0}})
+    with pytest.raises(StageError, match="unknown part"):
+        run_dedup(bad, RunDir(bad.run_dir, bad, allow_mixed=True))
 
 
 def test_same_selection_on_a_rerun(tmp_path: Path) -> None:

@@ -192,7 +192,7 @@ def require_chips(run: RunDir) -> None:
 
 
 def read_chips(run: RunDir) -> tuple[pd.DataFrame, list[str]]:
-    """chips.parquet sorted by chip id, and its descriptor names (from the schema metadata)."""
+    """chips.parquet sorted by chip id, and its descriptor names."""
     chips = run.read_table(CHIPS, needed_by="dedup")
     missing = [c for c in REQUIRED if c not in chips.columns]
     if missing:
@@ -200,19 +200,26 @@ def read_chips(run: RunDir) -> tuple[pd.DataFrame, list[str]]:
     if len(chips) == 0:
         raise StageError(f"{run.path(CHIPS)} has no chips; check the describe stage's failures")
     chips = chips.sort_values("chip_id", kind="stable").reset_index(drop=True)
-    meta = pq.read_schema(run.path(CHIPS)).metadata or {}
-    raw = meta.get(NAMES_KEY)
     width = _descriptor_width(chips)
-    names = json.loads(raw) if raw else [f"desc.{i}" for i in range(width)]
-    if not raw:
-        log.warning(
-            "%s has no %s metadata; all descriptor values weigh equally", CHIPS, NAMES_KEY.decode()
-        )
+    found = _stored_names(run)
+    names = found if found is not None else [f"desc.{i}" for i in range(width)]
+    if found is None:
+        log.warning("%s names no descriptor values; all weigh equally", CHIPS)
     if len(names) != width:
         raise StageError(
             f"{run.path(CHIPS)} names {len(names)} descriptor values but its descriptors hold {width}; rerun describe"
         )
     return chips, list(names)
+
+
+def _stored_names(run: RunDir) -> list[str] | None:
+    """Descriptor names: describe's artifact metadata (``descriptor_names``), or the schema
+    metadata key ``terracorpus.descriptor_names`` (a JSON list)."""
+    meta = run.table_meta(CHIPS) or {}
+    if meta.get("descriptor_names"):
+        return [str(n) for n in meta["descriptor_names"]]
+    raw = (pq.read_schema(run.path(CHIPS)).metadata or {}).get(NAMES_KEY)
+    return [str(n) for n in json.loads(raw)] if raw else None
 
 
 def _descriptor_width(chips: pd.DataFrame) -> int:
