@@ -178,18 +178,27 @@ class CorpusReader:
         key = pixels.metadata.chunk_key_encoding.encode_chunk_key((row // per, 0, 0, 0))
         return f"sensors/{sensor}/pixels/{key}"
 
-    def read_image(self, sensor: str, row: int) -> RawImage:
-        """Read one image: physical float32 pixels (nodata -> 0), validity and metadata."""
+    def read_image(self, sensor: str, row: int, max_px: int | None = None) -> RawImage:
+        """Read one image: physical float32 pixels (0 where not valid), validity and metadata.
+
+        With ``max_px``, an image whose longer side exceeds it is area-averaged (valid pixels
+        only) by the smallest integer factor ``k`` that fits; GSD and transform scale by ``k``.
+        """
         info = self.sensors[sensor]
         raw, valid = self._read_raw(sensor, row)
+        valid &= _nodata_ok(raw, info)
+        h, w = valid.shape
+        k = 1 if max_px is None else max(1, math.ceil(max(h, w) / max_px))
+        values, valid = area_average(raw, valid, k)
         meta = self._meta[sensor]
+        t = np.asarray(meta["transform"][row], dtype=np.float64)
         return RawImage(
             sensor=sensor,
             row=row,
-            pixels=_to_physical(raw, valid, info),
-            valid=valid & _nodata_ok(raw, info),
-            transform=np.asarray(meta["transform"][row], dtype=np.float64),
-            gsd=float(meta["gsd"][row]),
+            pixels=_to_physical(values, valid, info),
+            valid=valid,
+            transform=np.array([t[0] * k, t[1] * k, t[2], t[3] * k, t[4] * k, t[5]]),
+            gsd=float(meta["gsd"][row]) * k,
             lon=float(meta["lon"][row]),
             lat=float(meta["lat"][row]),
             datetime_ns=int(meta["datetime"][row]),
@@ -394,10 +403,22 @@ def _nodata_ok(raw: np.ndarray, info: SensorInfo) -> np.ndarray:
     return ok
 
 
-def _to_physical(raw: np.ndarray, valid: np.ndarray, info: SensorInfo) -> np.ndarray:
+def area_average(raw: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the valid pixels of each ``k x k`` block: (C, H, W), (H, W) -> (C, H/k, W/k) float32
+    and validity (at least half of the block valid). ``k = 1`` only converts to float32."""
+    if k <= 1:
+        return raw.astype(np.float32), valid
+    c, h, w = raw.shape
+    hk, wk = h // k, w // k
+    weight = valid[: hk * k, : wk * k].reshape(hk, k, wk, k).astype(np.float32)
+    blocks = raw[:, : hk * k, : wk * k].reshape(c, hk, k, wk, k).astype(np.float32)
+    count = weight.sum((1, 3))  # (hk, wk)
+    mean = (blocks * weight[None]).sum((2, 4)) / np.maximum(count, 1.0)[None]
+    return mean, count >= (k * k) / 2
+
+
+def _to_physical(values: np.ndarray, valid: np.ndarray, info: SensorInfo) -> np.ndarray:
     scale = np.array([b.scale for b in info.bands], dtype=np.float32)[:, None, None]
     offset = np.array([b.offset for b in info.bands], dtype=np.float32)[:, None, None]
-    phys = raw.astype(np.float32) * scale + offset  # (C, H, W)
-    ok = valid & _nodata_ok(raw, info)
-    phys[:, ~ok] = 0.0
-    return phys
+    phys = values * scale + offset  # (C, H, W)
+    return np.where(valid[None], phys, np.float32(0.0)).astype(np.float32, copy=False)

@@ -138,8 +138,7 @@ def load_group(reader: CorpusReader, group: int, cfg: DataConfig, epoch: int = 0
     members = reader.groups.members(group)
     if cfg.anchor_only:
         members = members[:1]
-    raws = [reader.read_image(sensor, row) for sensor, row in members]
-    raws = [_resize(r, cfg.max_image_px) for r in raws]
+    raws = [reader.read_image(sensor, row, cfg.max_image_px) for sensor, row in members]
     anchor = raws[0].transform
     images = [_image_sample(r, anchor, i == 0, cfg.patch_px, reader) for i, r in enumerate(raws)]
     images = [im for im in images if im.grid[0] * im.grid[1] > 0]
@@ -155,25 +154,6 @@ def load_group(reader: CorpusReader, group: int, cfg: DataConfig, epoch: int = 0
     ):
         im.visible = torch.from_numpy(vis)
     return GroupSample(group, str(reader.groups.group_id[group]), images)
-
-
-def _resize(raw: RawImage, max_px: int) -> RawImage:
-    """Area-average by the smallest integer factor that brings the longer side to <= max_px."""
-    h, w = raw.valid.shape
-    k = math.ceil(max(h, w) / max_px)
-    if k <= 1:
-        return raw
-    hk, wk = h // k, w // k
-    valid = raw.valid[: hk * k, : wk * k].reshape(hk, k, wk, k).astype(np.float32)
-    pix = raw.pixels[:, : hk * k, : wk * k].reshape(-1, hk, k, wk, k)
-    count = valid.sum((1, 3))  # (hk, wk)
-    mean = (pix * valid[None]).sum((2, 4)) / np.maximum(count, 1)[None]
-    ok = count >= (k * k) / 2
-    mean[:, ~ok] = 0.0
-    t = raw.transform
-    transform = np.array([t[0] * k, t[1] * k, t[2], t[3] * k, t[4] * k, t[5]])
-    return RawImage(raw.sensor, raw.row, mean.astype(np.float32), ok, transform, raw.gsd * k,
-                    raw.lon, raw.lat, raw.datetime_ns, raw.crs)  # fmt: skip
 
 
 def _image_sample(
