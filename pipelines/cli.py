@@ -73,7 +73,13 @@ def _unavailable(name: str, error: ImportError) -> click.Command:
 def main(verbose: int) -> None:
     """Build Earth-observation pre-training corpora from STAC catalogs, and pre-train on them."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The console shows warnings (more with -v); the run directory's log gets INFO regardless,
+    # so the level is set on the handler, not on the loggers.
+    console = logging.StreamHandler()
+    console.setLevel(level)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(console)
+    logging.getLogger().setLevel(min(level, logging.INFO))
 
 
 def _register_builtin_commands() -> None:

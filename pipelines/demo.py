@@ -60,7 +60,9 @@ def demo_run_config(world: Any, api_url: str, run_dir: Path, preset: DemoPreset)
             "search": {
                 "apis": [{"url": api_url, "collections": list(world.collections)}],
                 # The regions lie continents apart: search each one, not the box around all.
-                "tiles": [r["bbox"] for r in json.loads((world.out / "world.json").read_text())["regions"]],
+                "tiles": [
+                    r["bbox"] for r in json.loads((world.out / "world.json").read_text())["regions"]
+                ],
                 "start": str(world.start),
                 "end": str(world.end),
                 "page_size": 50,
@@ -124,7 +126,12 @@ def run_demo(
     train_cfg = out / "train.yaml"
     train_cfg.write_text(
         yaml.safe_dump(
-            {"max_steps": preset.train_steps, "max_minutes": preset.train_minutes, "seed": seed}
+            {
+                "steps": preset.train_steps,
+                "max_minutes": preset.train_minutes,
+                "warmup_steps": max(1, preset.train_steps // 10),
+                "seed": seed,
+            }
         )
     )
     t = time.perf_counter()
@@ -140,6 +147,7 @@ def run_demo(
             "--out",
             str(train_dir),
             "--overwrite",
+            "--no-progress",
         ],
         out / "train.log",
         echo,
@@ -154,6 +162,7 @@ def run_demo(
             str(train_dir / "encoder"),
             "--corpus",
             str(run_dir),
+            "--compare-random",
             "--json",
             str(probe_json),
         ],

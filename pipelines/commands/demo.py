@@ -37,12 +37,11 @@ def demo_cmd(preset: str, out: Path, seed: int) -> None:
     width = max(len(k) for k in result.paths)
     for name, path in result.paths.items():
         click.echo(f"  {name:<{width}}  {path}")
-    if result.probe:
+    for name, scores in result.probe.items():
         click.echo(
-            "  probe: "
-            + ", ".join(
-                f"{k}={v}" for k, v in result.probe.items() if not isinstance(v, (dict, list))
-            )
+            f"  probe ({'pre-trained' if name == 'encoder' else name} weights): linear macro-F1 "
+            f"{scores['linear_macro_f1']:.3f} (acc {scores['linear_accuracy']:.3f}), kNN macro-F1 "
+            f"{scores['knn_macro_f1']:.3f} (acc {scores['knn_accuracy']:.3f})"
         )
     click.echo("  timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items()))
 
