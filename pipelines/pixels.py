@@ -18,7 +18,9 @@ Hrefs may be local paths, ``http(s)://`` URLs (GDAL ``/vsicurl/`` range requests
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -41,8 +43,10 @@ Bounds = tuple[float, float, float, float]
 
 # The QA value a pixel outside the QA raster gets: "no data" in each QA coding.
 QA_FILL = {"scl": 0, "demo_mask": 0, "qa_pixel": 1, "none": 0}
+# Never an overview coarser than asked for. The user's own environment variables win.
 READ_ENV = {"GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD": "1.0"}
 _EPS = 1e-6
+READ_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -178,33 +182,104 @@ def read_scene_chips(
         use_overviews: read from COG overviews when the grid is coarser than the data.
     """
     names = list(bands) if bands is not None else list(sensor.band_names)
-    with rasterio.Env(**_gdal_options()), ExitStack() as stack:
+    options = _gdal_options()
+    with rasterio.Env(**options), ExitStack() as stack:
         try:
             sources = _open_band_sources(scene, sensor, names, stack, use_overviews)
             qa_ds = _open_qa(scene, sensor, stack, use_overviews)
         except (RasterioError, OSError) as e:
             return [ChipFailure(r.chip_id, "scene_unreadable", str(e)) for r in requests]
-        qa_problem = _qa_shape_problem(qa_ds, sources[0].ds) if qa_ds is not None else None
+        if qa_ds is not None:
+            problem = _qa_shape_problem(qa_ds, sources[0].ds)
+            if problem is not None:
+                return [ChipFailure(r.chip_id, "qa_shape", problem) for r in requests]
+        grids = [_grid_of(r) for r in requests]
         method = Resampling[resampling]
-        out: list[ChipPixels | ChipFailure] = []
-        for req in requests:
-            if qa_problem is not None:
-                out.append(ChipFailure(req.chip_id, "qa_shape", qa_problem))
-                continue
-            try:
-                out.append(
-                    _read_chip(req, sources, qa_ds, sensor, len(names), method, use_overviews)
-                )
-            except _ChipError as e:
-                out.append(ChipFailure(req.chip_id, e.reason, e.detail))
-            except (RasterioError, OSError) as e:
-                out.append(ChipFailure(req.chip_id, "read_error", str(e)))
+        jobs = [_Reads(s.ds, s.indexes, method, [_fill(v) for v in s.nodata]) for s in sources]
+        if qa_ds is not None:
+            jobs.append(_Reads(qa_ds, [1], Resampling.nearest, [QA_FILL[sensor.qa.kind]]))
+        # One thread per asset: reads release the GIL, so network waits and decompression of
+        # the assets overlap; each dataset stays in one thread.
+        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(jobs))) as pool:
+            reads = list(pool.map(lambda job: job.run(grids, options), jobs))
+        return [
+            _assemble(req, grid, [r[i] for r in reads], sources, qa_ds is not None, len(names))
+            for i, (req, grid) in enumerate(zip(requests, grids, strict=True))
+        ]
+
+
+def _fill(nodata: float | None) -> float:
+    return 0 if nodata is None else nodata
+
+
+def _grid_of(req: ChipRequest) -> _Grid:
+    transform, height, width = chip_grid(req)
+    return _Grid(transform, height, width, CRS.from_user_input(req.crs), req.gsd)
+
+
+_Read = tuple[NDArray[np.generic], int | None] | Exception
+
+
+@dataclass
+class _Reads:
+    """All chips' reads from one asset (run in one thread)."""
+
+    ds: DatasetReader
+    indexes: list[int]
+    method: Resampling
+    fill: list[float]
+
+    def run(self, grids: Sequence[_Grid], options: dict[str, str | int]) -> list[_Read]:
+        out: list[_Read] = []
+        with rasterio.Env(**options):  # GDAL options are per thread
+            for grid in grids:
+                try:
+                    out.append(_read_onto(self.ds, self.indexes, grid, self.method, self.fill))
+                except (_ChipError, RasterioError, OSError) as e:
+                    out.append(e)
         return out
+
+
+def _assemble(
+    req: ChipRequest,
+    grid: _Grid,
+    reads: list[_Read],
+    sources: Sequence[_Source],
+    has_qa: bool,
+    n_bands: int,
+) -> ChipPixels | ChipFailure:
+    """One chip from its reads of every asset (QA last), or why it failed."""
+    for r in reads:
+        if isinstance(r, _ChipError):
+            return ChipFailure(req.chip_id, r.reason, r.detail)
+        if isinstance(r, Exception):
+            return ChipFailure(req.chip_id, "read_error", str(r))
+    arrays = [r for r in reads if not isinstance(r, Exception)]
+    dtype = np.result_type(*[s.ds.dtypes[0] for s in sources])
+    pixels = np.zeros((n_bands, grid.height, grid.width), dtype=dtype)
+    nodata = np.zeros((grid.height, grid.width), dtype=bool)
+    for src, (arr, _) in zip(sources, arrays, strict=False):
+        pixels[src.positions] = arr
+        for k, v in enumerate(src.nodata):
+            if v is not None:
+                nodata |= np.isnan(arr[k]) if math.isnan(v) else arr[k] == v
+    if nodata.all():
+        return ChipFailure(req.chip_id, "no_data", f"chip {req.chip_id} holds no data pixels")
+    finest = min(range(len(sources)), key=lambda j: abs(sources[j].ds.res[0]))
+    return ChipPixels(
+        chip_id=req.chip_id,
+        pixels=pixels,
+        qa=arrays[-1][0][0] if has_qa else None,
+        nodata=nodata,
+        transform=tuple(grid.transform)[:6],
+        crs=req.crs,
+        overview_level=arrays[finest][1],
+    )
 
 
 def _gdal_options() -> dict[str, str | int]:
     """The workers' GDAL settings (and the overview rule) as rasterio.Env options."""
-    env = {**worker_env(), **READ_ENV}
+    env = {**worker_env(), **{k: v for k, v in READ_ENV.items() if k not in os.environ}}
     return {k: int(v) if v.isdigit() else v for k, v in env.items()}
 
 
@@ -255,54 +330,8 @@ def _qa_shape_problem(qa: DatasetReader, band: DatasetReader) -> str | None:
     return None
 
 
-def _read_chip(
-    req: ChipRequest,
-    sources: Sequence[_Source],
-    qa_ds: DatasetReader | None,
-    sensor: Sensor,
-    n_bands: int,
-    method: Resampling,
-    use_overviews: bool,
-) -> ChipPixels:
-    transform, height, width = chip_grid(req)
-    grid = _Grid(transform, height, width, CRS.from_user_input(req.crs), req.gsd)
-    dtype = np.result_type(*[s.ds.dtypes[0] for s in sources])
-    pixels = np.zeros((n_bands, height, width), dtype=dtype)
-    nodata = np.zeros((height, width), dtype=bool)
-    levels: list[tuple[float, int | None]] = []
-    for src in sources:
-        fill = [0 if v is None else v for v in src.nodata]
-        arr, level = _read_onto(src.ds, src.indexes, grid, method, use_overviews, fill)
-        pixels[src.positions] = arr
-        for k, v in enumerate(src.nodata):
-            if v is not None:
-                nodata |= np.isnan(arr[k]) if math.isnan(v) else arr[k] == v
-        levels.append((abs(src.ds.res[0]), level))
-    if nodata.all():
-        raise _ChipError("no_data", f"chip {req.chip_id} holds no data pixels in this scene")
-    qa = None
-    if qa_ds is not None:
-        fill_qa = QA_FILL[sensor.qa.kind]
-        qa_arr, _ = _read_onto(qa_ds, [1], grid, Resampling.nearest, use_overviews, [fill_qa])
-        qa = qa_arr[0]
-    return ChipPixels(
-        chip_id=req.chip_id,
-        pixels=pixels,
-        qa=qa,
-        nodata=nodata,
-        transform=tuple(transform)[:6],
-        crs=req.crs,
-        overview_level=min(levels, key=lambda t: t[0])[1],
-    )
-
-
 def _read_onto(
-    ds: DatasetReader,
-    indexes: list[int],
-    grid: _Grid,
-    method: Resampling,
-    use_overviews: bool,
-    fill: list[float],
+    ds: DatasetReader, indexes: list[int], grid: _Grid, method: Resampling, fill: list[float]
 ) -> tuple[NDArray[np.generic], int | None]:
     """Bands ``indexes`` of ``ds`` on the chip grid; cells the raster misses hold ``fill``."""
     factors = ds.overviews(indexes[0])
@@ -333,8 +362,11 @@ def _read_same_crs(
     r1 = min(grid.height, math.floor((maxy - bottom) / g + _EPS))
     if c1 <= c0 or r1 <= r0:
         raise _ChipError("outside", f"chip bounds {grid.bounds} do not overlap {ds.name}")
-    win = from_bounds(minx + c0 * g, maxy - r1 * g, minx + c1 * g, maxy - r0 * g, ds.transform)
-    win = _clamp(win, ds)
+    t = ds.transform  # north-up: a window is plain arithmetic on its origin and pixel size
+    if t.b or t.d:
+        raise _ChipError("read_error", f"{ds.name} has a rotated grid, which is not supported")
+    col0, row0 = (minx + c0 * g - t.c) / t.a, (maxy - r0 * g - t.f) / t.e
+    win = _clamp(Window(col0, row0, (c1 - c0) * g / t.a, (r1 - r0) * g / -t.e), ds)
     out = _filled(len(indexes), grid, ds.dtypes[0], fill)
     out[:, r0:r1, c0:c1] = ds.read(
         indexes, window=win, out_shape=(len(indexes), r1 - r0, c1 - c0), resampling=method
