@@ -170,6 +170,12 @@ class ChipCells:
     col_off: NDArray[np.int64]
     size: int
 
+    def take(self, idx: NDArray[np.int64]) -> ChipCells:
+        """The chips at positions ``idx``."""
+        return ChipCells(
+            self.ci[idx], self.cj[idx], self.row_off[idx], self.col_off[idx], self.size
+        )
+
 
 def chip_cells(lattice: Lattice, grid: Grid, size: int) -> ChipCells:
     """Every chip of ``size`` pixels that lies wholly inside ``grid``, on the lattice."""

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from shapely.errors import GEOSException
 from shapely.geometry.base import BaseGeometry
 
-from terracorpus.catalogs.scene import SceneRecord
+from terracorpus.catalogs.scene import Grid, SceneRecord
 from terracorpus.curation import geometry as geo
 from terracorpus.curation.diversity import (
     CLOUD_PENALTY,
@@ -284,76 +284,139 @@ class _Chips:
     coverage: list[float]
 
 
-def _anchor_order(scenes: _Scenes, params: GroupParams) -> list[int]:
-    """Anchor-eligible scenes, best first: sensor tier, cloud cover, id."""
+def _anchor_tiers(scenes: _Scenes, params: GroupParams) -> list[list[int]]:
+    """Anchor-eligible scenes by tier (finest sensor first), each best first: cloud, id."""
     if params.anchor_sensor is not None:
         if params.anchor_sensor not in scenes.sensors:
             raise GroupingError(
                 f"anchor sensor {params.anchor_sensor!r} has no scenes; the scenes are of "
                 f"{scenes.sensors}. Set group.anchor_sensor to one of them, or leave it unset."
             )
-        tiers = [scenes.sensors.index(params.anchor_sensor)]
+        codes = [scenes.sensors.index(params.anchor_sensor)]
     else:
-        tiers = list(range(len(scenes.sensors)))
-    tier_of = {t: r for r, t in enumerate(tiers)}
-    eligible = [
-        k for k in range(len(scenes)) if int(scenes.sensor[k]) in tier_of and scenes.clear[k]
-    ]
-    if not eligible:
-        names = [scenes.sensors[t] for t in tiers]
+        codes = list(range(len(scenes.sensors)))
+    cloud = np.nan_to_num(scenes.cloud)
+    tiers = []
+    for code in codes:
+        members = np.flatnonzero((scenes.sensor == code) & scenes.clear)
+        tiers.append(sorted(members.tolist(), key=lambda k: (cloud[k], k)))
+    if not any(tiers):
+        names = [scenes.sensors[t] for t in codes]
         raise GroupingError(
             f"no scene of the anchor sensor(s) {names} has cloud cover <= "
             f"{params.max_cloud_cover}%; raise group.max_cloud_cover"
         )
-    cloud = np.nan_to_num(scenes.cloud)
-    return sorted(eligible, key=lambda k: (tier_of[int(scenes.sensor[k])], cloud[k], k))
+    return [t for t in tiers if t]
 
 
-def _cut_anchor_chips(scenes: _Scenes, params: GroupParams) -> _Chips:
-    chips = _Chips([], [], [], [], [], [], [], [])
-    lattices: dict[geo.Lattice, int] = {}
-    claimed: dict[int, set[int]] = {}
-    skipped = 0
-    for k in _anchor_order(scenes, params):
-        rec = scenes.records[k]
+class _AnchorCutter:
+    """Cuts anchor scenes into chips, best scene first, each lattice cell once.
+
+    A scene of a coarser tier only anchors chips whose centre lies outside every chip of
+    the finer tiers: the ground those do not cover.
+    """
+
+    def __init__(self, scenes: _Scenes, params: GroupParams, index: IndexFactory) -> None:
+        self.scenes = scenes
+        self.params = params
+        self.index = index
+        self.chips = _Chips([], [], [], [], [], [], [], [])
+        self.lattices: dict[geo.Lattice, int] = {}
+        self.claimed: dict[int, set[int]] = {}
+        self.full_grids: set[tuple[int, Grid]] = set()
+        self.skipped = 0
+
+    def run(self) -> _Chips:
+        for tier in _anchor_tiers(self.scenes, self.params):
+            lonlat = np.array(self.chips.lonlat, dtype=object)
+            finer = _Finer(lonlat, self.index) if len(lonlat) else None
+            for k in tier:
+                self._cut(k, finer)
+        if self.skipped:
+            log.warning(
+                "%d scene(s) could not anchor groups (rotated or skewed grids)", self.skipped
+            )
+        return self.chips
+
+    def _cut(self, k: int, finer: _Finer | None) -> None:
+        rec = self.scenes.records[k]
         grid = rec.grid()
         try:
             lattice = geo.lattice_of(rec.crs, grid)
         except GroupingError as e:
-            skipped += 1
+            self.skipped += 1
             log.warning("scene %s cannot anchor groups: %s", rec.id, e)
-            continue
-        lid = lattices.setdefault(lattice, len(lattices))
-        taken = claimed.setdefault(lid, set())
-        size = max(1, round(params.chip_size_m / grid.gsd))
+            return
+        lid = self.lattices.setdefault(lattice, len(self.lattices))
+        same_grid = (lid, grid)
+        if same_grid in self.full_grids:  # another date of a tile whose chips are all taken
+            return
+        taken = self.claimed.setdefault(lid, set())
+        size = max(1, round(self.params.chip_size_m / grid.gsd))
         cells = geo.chip_cells(lattice, grid, size)
         keys = (cells.ci << 32) + cells.cj
-        free = ~np.fromiter(map(taken.__contains__, keys.tolist()), bool, len(keys))
-        if not free.any():
-            continue
-        boxes = geo.chip_boxes(lattice, cells)[free]
+        free = np.flatnonzero(~np.fromiter(map(taken.__contains__, keys.tolist()), bool, len(keys)))
+        boxes = geo.chip_boxes(lattice, cells.take(free))
+        if finer is not None and len(free):
+            inside = finer.covers_centres(boxes, rec.crs)
+            taken.update(keys[free[inside]].tolist())  # finer chips hold them, for good
+            free, boxes = free[~inside], boxes[~inside]
+        if not len(free):
+            self.full_grids.add(same_grid)
+            return
         valid = shapely.intersection(
-            geo.lonlat_to_crs(scenes.lonlat[k : k + 1], rec.crs)[0], shapely.box(*grid.bounds)
+            geo.lonlat_to_crs(self.scenes.lonlat[k : k + 1], rec.crs)[0], shapely.box(*grid.bounds)
         )
         shapely.prepare(valid)
         frac = geo.coverage(boxes, np.full(len(boxes), valid, dtype=object))
-        ok = frac >= params.min_coverage
-        if not ok.any():
-            continue
-        taken.update(keys[free][ok].tolist())
-        lonlat = geo.crs_to_lonlat(boxes[ok], rec.crs, densify_m=size * grid.gsd / 4)
-        n = int(ok.sum())
-        chips.anchor += [k] * n
-        chips.lattice += [lid] * n
-        chips.row_off += cells.row_off[free][ok].tolist()
-        chips.col_off += cells.col_off[free][ok].tolist()
-        chips.size += [size] * n
-        chips.box += list(boxes[ok])
-        chips.lonlat += list(lonlat)
-        chips.coverage += frac[ok].tolist()
-    if skipped:
-        log.warning("%d scene(s) were not used as anchors (rotated or skewed grids)", skipped)
-    return chips
+        ok = frac >= self.params.min_coverage
+        if ok.all():
+            self.full_grids.add(same_grid)
+        if ok.any():
+            taken.update(keys[free[ok]].tolist())
+            self._add(k, lid, cells.take(free[ok]), boxes[ok], frac[ok], rec.crs, size * grid.gsd)
+
+    def _add(
+        self,
+        k: int,
+        lid: int,
+        cells: geo.ChipCells,
+        boxes: geo.GeomArray,
+        frac: NDArray[np.float64],
+        crs: str,
+        side_m: float,
+    ) -> None:
+        n = len(boxes)
+        c = self.chips
+        c.anchor += [k] * n
+        c.lattice += [lid] * n
+        c.row_off += cells.row_off.tolist()
+        c.col_off += cells.col_off.tolist()
+        c.size += [cells.size] * n
+        c.box += list(boxes)
+        c.lonlat += list(geo.crs_to_lonlat(boxes, crs, densify_m=side_m / 4))
+        c.coverage += frac.tolist()
+
+
+class _Finer:
+    """The lon/lat footprints of finer-tier chips, asked which chip centres they hold."""
+
+    def __init__(self, footprints: geo.GeomArray, index: IndexFactory) -> None:
+        self.footprints = footprints
+        shapely.prepare(footprints)
+        self.index = index(footprints)
+
+    def covers_centres(self, boxes: geo.GeomArray, crs: str) -> NDArray[np.bool_]:
+        centres = shapely.centroid(boxes)
+        x, y = geo.transformer(crs, geo.LONLAT).transform(
+            shapely.get_x(centres), shapely.get_y(centres)
+        )
+        points = shapely.points(x, y)
+        i, j = self.index.query(points)
+        inside = shapely.intersects(self.footprints[j], points[i])
+        covered = np.zeros(len(boxes), dtype=bool)
+        covered[i[inside]] = True
+        return covered
 
 
 def _resolve_overlaps(chips: _Chips, index: IndexFactory, max_overlap: float) -> NDArray[np.bool_]:
@@ -424,10 +487,8 @@ class _ProjectedFootprints:
         return np.array([self._cache[int(k)] for k in idx], dtype=object)
 
 
-@dataclass(frozen=True)
-class _Pick:
-    scene: int
-    coverage: float
+_Pick = tuple[int, float]
+"""A member other than the anchor: (scene index, coverage)."""
 
 
 class _MemberFinder:
@@ -461,16 +522,13 @@ class _MemberFinder:
         return out
 
     def _select(
-        self,
-        anchor: int,
-        cand: NDArray[np.int64],
-        cover: Callable[[int], float],
-        possible: NDArray[np.bool_],
+        self, anchor: int, cand: NDArray[np.int64], fps: geo.GeomArray, box: BaseGeometry
     ) -> Selection:
         s = self.scenes
         c = Candidates(sensor=s.sensor[cand], features=s.features[cand], penalty=s.penalty[cand])
+        cover = _cover_fn(box, fps)
         return select_members(
-            int(s.sensor[anchor]), s.features[anchor], c, self.order, self.rules, cover, possible
+            int(s.sensor[anchor]), s.features[anchor], c, self.order, self.rules, cover
         )
 
     def _select_shared(
@@ -485,42 +543,35 @@ class _MemberFinder:
         """
         possible = _bbox_possible(boxes, fps, self.params.min_coverage)
         results: list[tuple[int, list[_Pick]]] = []
-        left = np.arange(len(boxes))
+        # Chips with the most possible scenes first: their selections replay on more chips.
+        left = np.argsort(-possible.sum(axis=1), kind="stable")
         while len(left):
-            first = left[0]
-            box = boxes[first]
-            sel = self._select(
-                anchor,
-                cand,
-                _cover_fn(box, fps),
-                possible[first],
-            )
-            results.append((int(first), [_Pick(int(cand[k]), f) for k, f in sel.picked]))
-            rest = left[1:]
-            rest_ok = ~(possible[rest] & ~possible[first]).any(axis=1)
-            frac, replays = self._replay(sel, fps, boxes[rest[rest_ok]])
-            column = {k: col for col, (k, _) in enumerate(sel.tested)}
-            for row, c in zip(
-                np.flatnonzero(replays).tolist(), rest[rest_ok][replays].tolist(), strict=True
-            ):
-                picks = [_Pick(int(cand[k]), float(frac[row, column[k]])) for k, _ in sel.picked]
-                results.append((c, picks))
-            done = np.zeros(len(rest), dtype=bool)
-            done[np.flatnonzero(rest_ok)[replays]] = True
-            left = rest[~done]
+            first, rest = left[0], left[1:]
+            sub = np.flatnonzero(possible[first])  # positions in cand
+            sel = self._select(anchor, cand[sub], fps[sub], boxes[first])
+            tested = [(int(sub[k]), ok) for k, ok in sel.tested]
+            picked = [(int(sub[k]), f) for k, f in sel.picked]
+            results.append((int(first), [(int(cand[k]), f) for k, f in picked]))
+            candidates = rest[~(possible[rest] & ~possible[first]).any(axis=1)]
+            frac, replays = self._replay(tested, fps, boxes[candidates])
+            column = {k: col for col, (k, _) in enumerate(tested)}
+            for row in np.flatnonzero(replays).tolist():
+                picks = [(int(cand[k]), float(frac[row, column[k]])) for k, _ in picked]
+                results.append((int(candidates[row]), picks))
+            left = rest[~np.isin(rest, candidates[replays])]
         return results
 
     def _replay(
-        self, sel: Selection, fps: geo.GeomArray, boxes: geo.GeomArray
+        self, tested: Sequence[tuple[int, bool]], fps: geo.GeomArray, boxes: geo.GeomArray
     ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-        """Coverages of the tested candidates on each chip, and where ``sel`` replays.
+        """Coverages of the tested candidates on each chip, and where the outcomes agree.
 
-        Tested candidates are checked one at a time over the chips still replaying, so a
+        Tested candidates are checked one at a time over the chips still agreeing, so a
         chip drops out at its first different outcome.
         """
-        frac = np.zeros((len(boxes), len(sel.tested)), dtype=np.float64)
+        frac = np.zeros((len(boxes), len(tested)), dtype=np.float64)
         rows = np.arange(len(boxes))
-        for col, (k, ok) in enumerate(sel.tested):
+        for col, (k, ok) in enumerate(tested):
             if not len(rows):
                 break
             f = geo.coverage(boxes[rows], np.full(len(rows), fps[k], dtype=object))
@@ -533,8 +584,15 @@ class _MemberFinder:
 
 def _cover_fn(box: BaseGeometry, fps: geo.GeomArray) -> Callable[[int], float]:
     """Coverage of one chip by candidate ``k``."""
-    chip = np.array([box], dtype=object)
-    return lambda k: float(geo.coverage(chip, fps[k : k + 1])[0])
+    bounds = box.bounds
+    area = float(box.area)
+
+    def cover(k: int) -> float:
+        if fps[k].contains_properly(box):
+            return 1.0
+        return min(1.0, float(shapely.area(shapely.clip_by_rect(fps[k], *bounds))) / area)
+
+    return cover
 
 
 def _bbox_possible(
@@ -550,17 +608,65 @@ def _bbox_possible(
     return out
 
 
-def _member(scenes: _Scenes, k: int, anchor_day: float, coverage: float, role: Role) -> Member:
-    rec = scenes.records[k]
-    return Member(
-        scene_id=rec.id,
-        sensor=rec.sensor,
-        datetime=rec.datetime,
-        time_gap_days=float(scenes.days[k] - anchor_day),
-        coverage=coverage,
-        cloud_cover=rec.cloud_cover,
-        role=role,
-    )
+class _GroupMaker:
+    """Turns one anchor's chips and picks into groups; equal members are shared objects."""
+
+    def __init__(self, scenes: _Scenes, chips: _Chips, params: GroupParams) -> None:
+        self.scenes = scenes
+        self.chips = chips
+        self.min_sensors = params.min_sensors
+        self.sensor = scenes.sensor.tolist()
+        self.days = scenes.days.tolist()
+        self._members: dict[tuple[int, float], Member] = {}
+
+    def groups(
+        self, anchor: int, idx: Sequence[int], picks: Sequence[list[_Pick]]
+    ) -> list[ImageGroup]:
+        self._members = {}  # members are per anchor (their time gap is to the anchor)
+        wkbs = shapely.to_wkb(np.array([self.chips.lonlat[c] for c in idx], dtype=object))
+        out = []
+        for c, chip_picks, wkb in zip(idx, picks, wkbs, strict=True):
+            sensors = {self.sensor[anchor], *(self.sensor[k] for k, _ in chip_picks)}
+            if len(sensors) >= self.min_sensors:
+                out.append(self._group(anchor, c, chip_picks, wkb))
+        return out
+
+    def _group(self, anchor: int, c: int, picks: list[_Pick], wkb: bytes) -> ImageGroup:
+        chips, rec = self.chips, self.scenes.records[anchor]
+        picks = sorted(picks, key=lambda p: (self.sensor[p[0]], self.days[p[0]], p[0]))
+        members = (
+            self._member(anchor, anchor, chips.coverage[c]),
+            *(self._member(anchor, k, f) for k, f in picks),
+        )
+        size = chips.size[c]
+        minx, miny, maxx, maxy = chips.box[c].bounds
+        return ImageGroup(
+            group_id=group_id(rec.id, chips.row_off[c], chips.col_off[c], size, rec.gsd),
+            anchor_scene_id=rec.id,
+            anchor_sensor=rec.sensor,
+            crs=rec.crs,
+            bounds=(minx, miny, maxx, maxy),
+            footprint_wkb=wkb,
+            window=(chips.row_off[c], chips.col_off[c], size, size),
+            gsd=rec.gsd,
+            members=members,
+        )
+
+    def _member(self, anchor: int, k: int, coverage: float) -> Member:
+        m = self._members.get((k, coverage))
+        if m is None:
+            rec = self.scenes.records[k]
+            m = Member(
+                scene_id=rec.id,
+                sensor=rec.sensor,
+                datetime=rec.datetime,
+                time_gap_days=self.days[k] - self.days[anchor],
+                coverage=coverage,
+                cloud_cover=rec.cloud_cover,
+                role="anchor" if k == anchor else "member",
+            )
+            self._members[(k, coverage)] = m
+        return m
 
 
 def build_groups(
@@ -583,9 +689,10 @@ def build_groups(
             bad parameters or unusable footprints.
     """
     table = _Scenes(scenes, params)
-    chips = _cut_anchor_chips(table, params)
+    chips = _AnchorCutter(table, params, index).run()
     keep = _resolve_overlaps(chips, index, params.max_chip_overlap)
     finder = _MemberFinder(table, params, index)
+    maker = _GroupMaker(table, chips, params)
     groups: list[ImageGroup] = []
     kept = np.flatnonzero(keep)
     by_anchor: dict[int, list[int]] = {}
@@ -596,11 +703,7 @@ def build_groups(
         idx = by_anchor[anchor]
         boxes = np.array([chips.box[c] for c in idx], dtype=object)
         lonlat = np.array([chips.lonlat[c] for c in idx], dtype=object)
-        picks = finder.for_anchor(anchor, boxes, lonlat)
-        for c, chip_picks in zip(idx, picks, strict=True):
-            group = _make_group(table, chips, c, chip_picks, params)
-            if group is not None:
-                groups.append(group)
+        groups += maker.groups(anchor, idx, finder.for_anchor(anchor, boxes, lonlat))
     groups.sort(key=lambda g: (g.anchor_scene_id, g.window[0], g.window[1]))
     log.info(
         "%d groups from %d scenes (%d anchor chips, %d after overlap removal)",
@@ -610,37 +713,6 @@ def build_groups(
         len(kept),
     )
     return groups
-
-
-def _make_group(
-    scenes: _Scenes, chips: _Chips, c: int, picks: list[_Pick], params: GroupParams
-) -> ImageGroup | None:
-    anchor = chips.anchor[c]
-    sensors = {int(scenes.sensor[anchor])} | {int(scenes.sensor[p.scene]) for p in picks}
-    if len(sensors) < params.min_sensors:
-        return None
-    rec = scenes.records[anchor]
-    day = float(scenes.days[anchor])
-    picks = sorted(
-        picks, key=lambda p: (int(scenes.sensor[p.scene]), scenes.days[p.scene], p.scene)
-    )
-    members = (
-        _member(scenes, anchor, day, chips.coverage[c], "anchor"),
-        *(_member(scenes, p.scene, day, p.coverage, "member") for p in picks),
-    )
-    size, gsd = chips.size[c], rec.gsd
-    minx, miny, maxx, maxy = chips.box[c].bounds
-    return ImageGroup(
-        group_id=group_id(rec.id, chips.row_off[c], chips.col_off[c], size, gsd),
-        anchor_scene_id=rec.id,
-        anchor_sensor=rec.sensor,
-        crs=rec.crs,
-        bounds=(minx, miny, maxx, maxy),
-        footprint_wkb=shapely.to_wkb(chips.lonlat[c]),
-        window=(chips.row_off[c], chips.col_off[c], size, size),
-        gsd=gsd,
-        members=members,
-    )
 
 
 # -- tables ---------------------------------------------------------------------------------
