@@ -344,34 +344,38 @@ def quality_part(n: int, report: Report) -> None:
 
 
 def curation_value(run_dir: Path, world_dir: Path, seed: int = 0) -> dict[str, float]:
-    """Class entropy and residual duplicate rate of the kept anchors against a random selection.
+    """Class balance, duplicates and planted repeats of the kept groups vs a random selection.
 
     The land-cover class of a group is the most common truth class under its footprint
-    (groups.parquet geometry, lon/lat); a duplicate is a kept pair of anchors within the
-    duplicate radius in standardised descriptor space.
+    (groups.parquet geometry, lon/lat). A residual duplicate is a kept anchor within the run's
+    ``duplicate_radius`` of another kept anchor (standardised descriptors, as dedup sees them).
+    The world's planted near-duplicate scenes (``near_duplicates`` of world.json: a scene and
+    its repeat over unchanged ground) count as a surviving pair when the anchors of both, at the
+    same chip centre, are kept. The random selection keeps as many groups as ours.
     """
-    from terracorpus.catalogs.world.truth import read_truth
-    from terracorpus.curation.hierarchical import prepare_features
-    from terracorpus.pipelines.rundir import read_parquet
+    from terracorpus.catalogs.world.truth import read_truth, read_world
+    from terracorpus.pipelines.commands.dedup import resolve_config
+    from terracorpus.pipelines.rundir import RunDir, read_parquet
+    from terracorpus.pipelines.stages.dedup import features, read_chips
 
+    config = resolve_config(run_dir, None)
+    chips, names = read_chips(RunDir(run_dir, config, allow_mixed=True))
     selection = read_parquet(run_dir / "selection.parquet")
     groups = read_parquet(run_dir / "groups.parquet")
-    chips = read_parquet(run_dir / "chips.parquet")
-    anchors = selection[selection["role"] == "anchor"].merge(
-        chips[["chip_id", "descriptor"]], on="chip_id"
-    )
-    D = np.stack(anchors["descriptor"].to_numpy())
-    X = prepare_features(D, [f"d.{i}" for i in range(D.shape[1])], {})
+    anchors = chips[chips["role"] == "anchor"].merge(selection[["chip_id", "kept"]], on="chip_id")
+    X = features(anchors, names, config.dedup)
     classes = {}
     for gid, geom in zip(groups["group_id"], groups.geometry, strict=True):
         codes = read_truth(world_dir, geom.bounds, "EPSG:4326")
         codes = codes[codes > 0]
         classes[gid] = int(np.bincount(codes).argmax()) if codes.size else 0
-    cls = anchors["group_id"].map(classes).to_numpy()
-    kept = anchors["kept"].to_numpy()
+    cls = anchors["group_id"].map(classes).fillna(0).to_numpy(dtype=np.int64)
+    kept = anchors["kept"].to_numpy(dtype=bool)
     rng = np.random.default_rng(seed)
     rand = np.zeros(len(kept), bool)
     rand[rng.choice(len(kept), int(kept.sum()), replace=False)] = True
+    r2 = config.dedup.duplicate_radius**2
+    pairs = _planted_pairs(anchors, read_world(world_dir).get("near_duplicates", []))
 
     def entropy(mask: np.ndarray) -> float:
         counts = np.bincount(cls[mask])
@@ -379,16 +383,20 @@ def curation_value(run_dir: Path, world_dir: Path, seed: int = 0) -> dict[str, f
         return float(-(q * np.log2(q)).sum())
 
     def dup_rate(mask: np.ndarray) -> float:
-        x = X[mask]
-        d = (
-            np.einsum("ij,ij->i", x, x)[:, None]
-            - 2 * x @ x.T
-            + np.einsum("ij,ij->i", x, x)[None, :]
-        )
+        x = X[mask & np.isfinite(X).all(axis=1)]
+        if len(x) < 2:
+            return 0.0
+        sq = np.einsum("ij,ij->i", x, x)
+        d = sq[:, None] - 2 * x @ x.T + sq[None, :]
         np.fill_diagonal(d, np.inf)
-        return float((d.min(axis=1) <= RADIUS**2).mean()) if len(x) > 1 else 0.0
+        return float((d.min(axis=1) <= r2).mean())
 
+    def both_kept(mask: np.ndarray) -> float:
+        return float(sum(bool(mask[a] and mask[b]) for a, b in pairs))
+
+    low = anchors["information"].to_numpy() < config.dedup.min_information
     return {
+        "groups": float(len(kept)),
         "kept": float(kept.sum()),
         "classes_all": float(len(np.unique(cls))),
         "classes_kept": float(len(np.unique(cls[kept]))),
@@ -396,7 +404,29 @@ def curation_value(run_dir: Path, world_dir: Path, seed: int = 0) -> dict[str, f
         "entropy_random": entropy(rand),
         "dup_rate_ours": dup_rate(kept),
         "dup_rate_random": dup_rate(rand),
+        "planted_pairs": float(len(pairs)),
+        "planted_both_kept_ours": both_kept(kept),
+        "planted_both_kept_random": both_kept(rand),
+        "low_information": float(low.sum()),
+        "low_information_kept": float((low & kept).sum()),
     }
+
+
+def _planted_pairs(anchors: pd.DataFrame, dups: list[list[str]]) -> list[tuple[int, int]]:
+    """Positions of anchor pairs (scene, its planted repeat) at the same chip centre."""
+    at = {
+        (str(s), round(float(lon), 5), round(float(lat), 5)): i
+        for i, (s, lon, lat) in enumerate(
+            zip(anchors["scene_id"], anchors["lon"], anchors["lat"], strict=True)
+        )
+    }
+    out = []
+    for original, repeat in dups:
+        for (scene, lon, lat), i in at.items():
+            j = at.get((str(repeat), lon, lat)) if scene == original else None
+            if j is not None:
+                out.append((i, j))
+    return out
 
 
 def demo_part(run_dir: Path | None, world_dir: Path | None, report: Report) -> None:
@@ -418,10 +448,22 @@ def demo_part(run_dir: Path | None, world_dir: Path | None, report: Report) -> N
         v["entropy_ours"] > v["entropy_random"],
     )
     report.add(
+        "planted repeat pairs (anchors) both kept: ours vs random",
+        f"{v['planted_both_kept_ours']:.0f} vs {v['planted_both_kept_random']:.0f} of {v['planted_pairs']:.0f}",
+        "ours 0",
+        v["planted_both_kept_ours"] == 0,
+    )
+    report.add(
+        "low-information anchors kept",
+        f"{v['low_information_kept']:.0f} of {v['low_information']:.0f}",
+        "0",
+        v["low_information_kept"] == 0,
+    )
+    report.add(
         "residual duplicate rate: ours vs random",
         f"{v['dup_rate_ours']:.3f} vs {v['dup_rate_random']:.3f}",
-        "ours lower",
-        v["dup_rate_ours"] < v["dup_rate_random"],
+        "ours lower (or 0)",
+        v["dup_rate_ours"] < v["dup_rate_random"] or v["dup_rate_ours"] == 0,
     )
 
 

@@ -20,8 +20,9 @@ Decisions are per group and made on its anchor chip (the chip that was clustered
 
 Members follow their anchor (``member_of_kept_group`` / ``member_of_dropped_group``), except
 that a member of a kept group failing a quality rule (or with a non-finite descriptor) is
-dropped alone with that rule's reason; members of a group without an anchor row are dropped
-as ``no_anchor``.
+dropped alone with that rule's reason, and so is a member within ``duplicate_radius`` of a chip
+of its group ranked before it (the anchor, then members by information: ``near_duplicate``);
+members of a group without an anchor row are dropped as ``no_anchor``.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def select(
     _decide_clusters(reason, eligible, labels, X, is_ex, _priority(chips), policy)
     kept = np.isin(reason, KEPT_REASONS)
     _follow_anchors(chips, role, reason, kept, quality)
+    _drop_member_repeats(chips, role, reason, X, _priority(chips), policy.duplicate_radius)
     cluster_of = _anchor_cluster(chips, role, labels)
     return pd.DataFrame(
         {
@@ -338,6 +340,36 @@ def _follow_anchors(
             np.where(own == "", "member_of_kept_group", own),
         ),
     )
+
+
+def _drop_member_repeats(
+    chips: pd.DataFrame,
+    role: NDArray[np.object_],
+    reason: NDArray[np.object_],
+    X: F32,
+    priority: NDArray[np.float64],
+    radius: float,
+) -> None:
+    """Inside each kept group, a member within ``radius`` of a chip ranked before it (the
+    anchor, then members by information) adds nothing: ``near_duplicate``."""
+    rows = np.flatnonzero(reason == "member_of_kept_group")
+    if radius <= 0 or len(rows) == 0:
+        return
+    groups = chips["group_id"].to_numpy()
+    with_members = np.isin(groups, np.unique(groups[rows]))
+    rows = np.flatnonzero(with_members & np.isin(reason, KEPT_REASONS))
+    g = groups[rows]
+    order = np.lexsort((rows, -priority[rows], role[rows] != "anchor", g))
+    rows, g = rows[order], g[order]
+    r2 = np.float32(radius * radius)
+    for members in np.split(rows, np.flatnonzero(g[1:] != g[:-1]) + 1):
+        close = _sqdist(X[members], X[members]) <= r2
+        kept = [0]
+        for i in range(1, len(members)):
+            if close[i, kept].any():
+                reason[members[i]] = "near_duplicate"
+            else:
+                kept.append(i)
 
 
 def _anchor_cluster(chips: pd.DataFrame, role: NDArray[np.object_], labels: I64) -> I64:

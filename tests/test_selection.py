@@ -97,7 +97,7 @@ def test_members_follow_their_anchor_and_fail_their_own_quality() -> None:
             "cloud_fraction": [0.0, 0.0, 0.9, 0.9, 0.0, 0.0],
         }
     )
-    X = np.zeros((6, 2), np.float32)
+    X = np.arange(12, dtype=np.float32).reshape(6, 2) * 10  # no two chips alike
     labels = np.array([0, -1, -1, 0, -1, -1])
     out = select(chips, labels, X, SelectionPolicy())
     assert out["reason"].tolist() == [
@@ -110,6 +110,26 @@ def test_members_follow_their_anchor_and_fail_their_own_quality() -> None:
     ]
     assert out["cluster_id"].tolist() == [0, 0, 0, 0, 0, -1]
     assert summarize(out)["cloud"] == 2
+
+
+def test_a_member_repeating_its_group_is_a_near_duplicate() -> None:
+    chips = pd.DataFrame(
+        {
+            "chip_id": ["a/1", "a/2", "a/3", "a/4"],
+            "group_id": ["a"] * 4,
+            "role": ["anchor", "member", "member", "member"],
+            "information": [0.5, 0.9, 0.1, 0.8],
+        }
+    )
+    # a/3 repeats the anchor; a/4 repeats a/2, which ranks first (more information)
+    X = np.array([[0, 0], [5, 5], [0.05, 0], [5, 5.1]], np.float32)
+    out = select(chips, np.array([0, -1, -1, -1]), X, SelectionPolicy(duplicate_radius=0.5))
+    assert out["reason"].tolist() == [
+        "quota",
+        "member_of_kept_group",
+        "near_duplicate",
+        "near_duplicate",
+    ]
 
 
 def test_bad_tables_are_refused() -> None:
