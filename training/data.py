@@ -45,7 +45,7 @@ class DataConfig:
     split: str | None = "train"
     shuffle: bool = True
     shuffle_buffer: int = 64
-    block_groups: int | None = None
+    block_groups: int | None = None  # default: groups per shard of the fastest-filling sensor
     anchor_only: bool = False
     seed: int = 0
 
@@ -254,9 +254,7 @@ class GroupStream(IterableDataset[GroupSample]):
         return order
 
     def _blocks(self) -> list[np.ndarray]:
-        size = self.cfg.block_groups or max(
-            1, min(s.images_per_shard for s in self.reader.sensors.values())
-        )
+        size = self.cfg.block_groups or _groups_per_shard(self.reader)
         consumers = self.world_size * self.num_workers
         if len(self.groups) < size * consumers:  # too few blocks to deal one to everyone
             size = max(1, len(self.groups) // consumers)
@@ -276,6 +274,15 @@ class GroupStream(IterableDataset[GroupSample]):
                     yield load_group(self.reader, int(g), self.cfg, epoch)
                 skip = 0
             epoch += 1
+
+
+def _groups_per_shard(reader: CorpusReader) -> int:
+    """How many consecutive groups fill one shard of the sensor whose shards fill fastest."""
+    n_groups = len(reader.groups)
+    per = [
+        s.images_per_shard * n_groups / s.n_images for s in reader.sensors.values() if s.n_images
+    ]
+    return max(1, int(min(per))) if per else 1
 
 
 def _worker_batches(batches: int, worker: int, num_workers: int) -> int:
