@@ -53,6 +53,7 @@ PROTOTYPE = {  # the notes' first prototype (2-level AP, blocks of 2,000), 2 cor
     100_000: (45.0, 1.0),
     1_000_000: (330.0, 1.3),
 }
+FLAT_10K_IDLE_S = 45.0  # the notes: scikit-learn flat AP at 10,000 on an idle 2-core machine
 TARGETS = {"ari": 0.9, "net": 0.02, "recall": 0.99, "speedup": 5.0, "time_1m": 180.0, "mem_1m": 2.0}
 
 
@@ -267,12 +268,12 @@ def quality_part(n: int, report: Report) -> None:
     ari = adjusted_rand_score(flat.labels_, res.labels)
     gap = (flat_net - res.net_similarity()) / abs(flat_net)
     report.add(
-        "flat AP: time (s), peak memory (GB), clusters",
-        f"{t_flat[0]:.1f}, {mem_flat.gb:.2f}, K={len(flat_ex)}",
+        "flat AP: time (s), CPU s, peak memory (GB), clusters",
+        f"{t_flat[0]:.1f}, {mem_flat.cpu_s:.1f}, {mem_flat.gb:.2f}, K={len(flat_ex)}",
     )
     report.add(
-        "hierarchical AP (serial): time (s), peak memory (GB)",
-        f"{t_ours[0]:.2f}, {mem_ours.gb:.2f}",
+        "hierarchical AP (serial): time (s), CPU s, peak memory (GB)",
+        f"{t_ours[0]:.2f}, {mem_ours.cpu_s:.1f}, {mem_ours.gb:.2f}",
     )
     report.add("hierarchical AP (2-worker cluster): time (s)", f"{t_dask[0]:.2f}")
     report.add(
@@ -282,12 +283,18 @@ def quality_part(n: int, report: Report) -> None:
         bool(np.array_equal(res.labels, res_dask.labels)),
     )
     speedup = t_flat[0] / t_ours[0]
+    cpu_speedup = mem_flat.cpu_s / max(mem_ours.cpu_s, 1e-9)
     report.add(
-        "speed-up vs flat AP (serial ours)",
-        f"{speedup:.1f}x",
+        "speed-up vs flat AP (serial ours): wall, CPU seconds",
+        f"{speedup:.1f}x, {cpu_speedup:.1f}x",
         f">= {TARGETS['speedup']:.0f}x",
-        speedup >= TARGETS["speedup"],
+        min(speedup, cpu_speedup) >= TARGETS["speedup"],
     )
+    if n == 10_000:
+        report.add(
+            f"speed-up vs the notes' flat AP on an idle machine ({FLAT_10K_IDLE_S:.0f} s)",
+            f"{FLAT_10K_IDLE_S / t_ours[0]:.1f}x",
+        )
     report.add(
         "ARI vs flat AP",
         f"{ari:.4f} (K {res.n_clusters} vs {len(flat_ex)})",

@@ -180,8 +180,7 @@ def _decide_clusters(
     rows = np.flatnonzero(eligible)
     if len(rows) == 0:
         return
-    clusters = np.unique(labels[rows])
-    ranked = {c: _ranked_rows(rows, labels, is_ex, priority, c) for c in clusters}
+    clusters, ranked = _ranked_by_cluster(rows, labels, is_ex, priority)
     sizes = np.array([len(ranked[c]) for c in clusters])
     caps = sizes.copy()
     quotas = _quotas(sizes, caps, policy)
@@ -209,13 +208,17 @@ def _decide_clusters(
         reason[kept_rows] = np.where(is_ex[kept_rows], "exemplar", "quota")
 
 
-def _ranked_rows(
-    rows: I64, labels: I64, is_ex: NDArray[np.bool_], priority: NDArray[np.float64], c: int
-) -> I64:
-    r = rows[labels[rows] == c]
-    order = np.lexsort((r, -priority[r], ~is_ex[r]))  # exemplar, information, row order
-    ranked: I64 = r[order]
-    return ranked
+def _ranked_by_cluster(
+    rows: I64, labels: I64, is_ex: NDArray[np.bool_], priority: NDArray[np.float64]
+) -> tuple[I64, dict[int, I64]]:
+    """Each cluster's rows ranked: exemplar first, then information (high first), then row."""
+    order = np.lexsort((rows, -priority[rows], ~is_ex[rows], labels[rows]))
+    ranked_rows = rows[order]
+    lab = labels[ranked_rows]
+    cuts = np.flatnonzero(lab[1:] != lab[:-1]) + 1
+    parts = np.split(ranked_rows, cuts)
+    clusters = lab[np.r_[0, cuts]].astype(np.int64)
+    return clusters, {int(c): p for c, p in zip(clusters, parts, strict=True)}
 
 
 def _quota_weights(sizes: I64, rule: str) -> NDArray[np.float64]:

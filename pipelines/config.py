@@ -128,6 +128,9 @@ class DedupConfig(_Section):
         default=0.0, ge=0, description="merge chips this close before AP, with weights (0: exact duplicates)"
     )
     refine_rounds: int = Field(default=1, ge=0, description="k-medoid polish rounds of final exemplars")
+    dask_min_chips: int = Field(
+        default=20000, ge=0, description="fewer anchor chips are clustered in-process (Dask overhead would dominate)"
+    )
     descriptor_weights: dict[str, float] = Field(
         default_factory=dict, description="weight per descriptor part (spec, index, tex, meta); default 1"
     )

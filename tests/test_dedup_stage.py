@@ -235,13 +235,14 @@ def test_command_on_local_clusters_gives_the_same_selection_for_any_worker_count
     tmp_path: Path,
 ) -> None:
     chips, _, _ = make_chips(500, members=1, dim=DIM)
-    cfg, run = setup_run(tmp_path, chips, partition_size=60, top_size=50)
+    cfg, run = setup_run(tmp_path, chips, partition_size=60, top_size=50, dask_min_chips=0)
     runner = CliRunner()
     selections = []
     for workers in (1, 2):
         result = runner.invoke(main, ["dedup", "--run-dir", cfg.run_dir, "--workers", str(workers)])
         assert result.exit_code == 0, result.output
         assert "chips by reason" in result.output and "level 1:" in result.output
+        assert "ran on the Dask cluster" in result.output
         selections.append(pd.read_parquet(run.path("selection.parquet")))
     assert selections[0].equals(selections[1])
     serial = RunConfig(run_dir=str(tmp_path / "serial"), dedup=cfg.dedup)

@@ -158,7 +158,10 @@ def run_dedup(config: RunConfig, run: RunDir, client: Client | None = None) -> D
     result = None
     if len(rows):
         keys = spatial_keys(chips.iloc[rows], cfg.partition_tile_degrees)
-        map_fn = dask_map(client) if client is not None else None
+        on_dask = client is not None and len(rows) >= cfg.dask_min_chips
+        map_fn = dask_map(client) if on_dask and client is not None else None
+        where = "on the Dask cluster" if on_dask else "in this process"
+        messages.append(f"affinity propagation ran {where} ({len(rows)} anchor chips)")
         result = hierarchical_ap(X[rows], keys, ap_params(cfg), map_fn=map_fn)
         labels[rows] = result.labels
         exemplar[rows[result.exemplars]] = True
