@@ -372,3 +372,62 @@ def test_stage_and_cli_write_groups(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["group", "--run-dir", str(tmp_path / "run3")])
     assert res.exit_code == 2 and "no image group met the rules" in res.output
     assert not (tmp_path / "run3" / "groups.parquet").exists()
+
+
+# -- the demo world -------------------------------------------------------------------------
+@pytest.mark.integration
+def test_demo_world_groups_are_true(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """On the demo world's real items and COGs: every sensor that covers a chip joins its
+    group, dates spread over seasons, and each member's pixels are valid over the chip."""
+    import json
+
+    import rasterio
+
+    from terracorpus.catalogs.parse import scene_from_item
+    from terracorpus.catalogs.sensors import builtin_registry
+    from terracorpus.catalogs.world.testing import tiny_world
+
+    world = tiny_world(tmp_path_factory.getbasetemp())
+    reg = builtin_registry()
+    items = sorted((world.out / "items").glob("*/*.json"))
+    scenes = [scene_from_item(json.loads(p.read_text()), reg) for p in items]
+    params = GroupParams(chip_size_m=480.0, min_sensors=1)
+    groups = build_groups(scenes, params)
+    assert len(groups) >= 20
+    _check_members_cover(groups, scenes, params.min_coverage)
+    by_id = {s.id: s for s in scenes}
+    clear = [s for s in scenes if (s.cloud_cover or 0) <= params.max_cloud_cover]
+    local: dict[str, tuple[_EqualArea, list[SceneRecord], list[shapely.Geometry]]] = {}
+    three = 0
+    for g in groups:
+        if g.crs not in local:  # one projection per region (each has its own UTM zone)
+            ea = _EqualArea(*shapely.get_parts(g.footprint)[0].centroid.coords[0])
+            near = [s for s in clear if s.footprint.distance(g.footprint) < 1.0]
+            local[g.crs] = (ea, near, [ea.project(s.footprint) for s in near])
+        ea, near, projected = local[g.crs]
+        chip = ea.project(g.footprint)
+        covering = [
+            s
+            for s, fp in zip(near, projected, strict=True)
+            if shapely.intersection(chip, fp).area / chip.area >= 0.96
+        ]
+        assert {s.sensor for s in covering} <= set(g.sensors)  # every sensor that covers it
+        three += len(g.sensors) >= 3
+        if len({_season(s.datetime) for s in covering}) >= 2:
+            assert len({_season(m.datetime) for m in g.members}) >= 2
+        _check_pixels(g, [by_id[m.scene_id] for m in g.members], rasterio)
+    assert three > 0  # the regions with three sensors give three-sensor groups
+
+
+def _check_pixels(g: ImageGroup, members: Sequence[SceneRecord], rasterio: object) -> None:
+    """Sample a 5 x 5 lattice of the chip in each member's first band: no nodata."""
+    minx, miny, maxx, maxy = g.bounds
+    xs, ys = np.meshgrid(np.linspace(minx, maxx, 7)[1:-1], np.linspace(miny, maxy, 7)[1:-1])
+    for rec in members:
+        tr = pyproj.Transformer.from_crs(g.crs, rec.crs, always_xy=True)
+        x, y = tr.transform(xs.ravel(), ys.ravel())
+        ref = rec.bands[0][1]
+        with rasterio.open(ref.href) as src:  # type: ignore[attr-defined]
+            values = np.array([v[ref.band_index - 1] for v in src.sample(zip(x, y, strict=True))])
+            nodata = src.nodata if src.nodata is not None else 0
+        assert (values != nodata).mean() >= 0.95, (g.group_id, rec.id)
