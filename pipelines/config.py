@@ -90,9 +90,14 @@ class DescribeConfig(_Section):
     """What to compute per chip and how to read it."""
 
     descriptor_size: int = Field(
-        default=32, ge=4, description="pixels per side read for descriptors"
+        default=16,
+        ge=4,
+        description="pixels per chip side the descriptors are read at, from the coarsest COG "
+        "overview still this fine (16: 60 m for a 960 m chip)",
     )
-    full_resolution: bool = False
+    full_resolution: bool = Field(
+        default=False, description="read every chip at its sensor's own GSD instead"
+    )
     batch_size: int = Field(default=64, ge=1, description="chips per Dask task (one scene each)")
 
 

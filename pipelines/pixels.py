@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -200,12 +201,24 @@ def read_scene_chips(
             jobs.append(_Reads(qa_ds, [1], Resampling.nearest, [QA_FILL[sensor.qa.kind]]))
         # One thread per asset: reads release the GIL, so network waits and decompression of
         # the assets overlap; each dataset stays in one thread.
-        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(jobs))) as pool:
-            reads = list(pool.map(lambda job: job.run(grids, options), jobs))
+        reads = list(_pool().map(lambda job: job.run(grids, options), jobs))
         return [
             _assemble(req, grid, [r[i] for r in reads], sources, qa_ds is not None, len(names))
             for i, (req, grid) in enumerate(zip(requests, grids, strict=True))
         ]
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """A process-wide pool: its threads keep GDAL's per-thread HTTP connections alive."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="pixels")
+        return _POOL
 
 
 def _fill(nodata: float | None) -> float:
