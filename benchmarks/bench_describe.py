@@ -255,7 +255,7 @@ def _report(results: dict[str, tuple[float, int, int]], n: int, n_groups: int, s
     ]
     print(f"\n{'measure':<44}{'value':>8}  {'target':<10}result")
     for name, value, target, ok in rows:
-        print(f"{name:<44}{value:>8.2f}  {target:<10}{'' if ok is None else _mark(ok)}")
+        print(f"{name:<44}{value:>8.3f}  {target:<10}{'' if ok is None else _mark(ok)}")
 
 
 if __name__ == "__main__":
