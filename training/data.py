@@ -138,7 +138,7 @@ def load_group(reader: CorpusReader, group: int, cfg: DataConfig, epoch: int = 0
     members = reader.groups.members(group)
     if cfg.anchor_only:
         members = members[:1]
-    raws = [reader.read_image(sensor, row, cfg.max_image_px) for sensor, row in members]
+    raws = reader.read_images(members, cfg.max_image_px)
     anchor = raws[0].transform
     images = [_image_sample(r, anchor, i == 0, cfg.patch_px, reader) for i, r in enumerate(raws)]
     images = [im for im in images if im.grid[0] * im.grid[1] > 0]
