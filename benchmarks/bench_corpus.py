@@ -405,7 +405,11 @@ def _run(cache: Path, preset: str, repeat: int, scale: int, work: Path) -> int:
 
     # 4. read throughput: torch DataLoader (2 workers) vs plain zarr loop
     corpus = run.root
-    n_groups = len(groups)
+    n_groups = int(
+        zarr.open_group(corpus / "corpus.zarr", mode="r").attrs.asdict()["terracorpus"]["counts"][
+            "groups"
+        ]
+    )  # the materialized corpus itself, not the replicated write inputs
     order = np.arange(n_groups)
     t_plain_r = _best(lambda: plain_read_groups(corpus / "corpus.zarr", order), repeat)
     t_torch, got = torch_read_groups(corpus, n_groups)

@@ -17,11 +17,22 @@ from terracorpus.pipelines.corpus.plan import CorpusPlan
 Columns = dict[str, np.ndarray]
 
 
-def image_columns(plan: CorpusPlan, facts: Mapping[str, Mapping[str, Any]]) -> dict[str, Columns]:
+FACT_COLUMNS = ("transform", "chip_cloud", "label")
+"""Columns known only once the shard tasks have read the pixels."""
+
+
+def image_columns(
+    plan: CorpusPlan, facts: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, Columns]:
     """Per-sensor metadata columns of the plan's new images, in row order.
 
-    ``facts`` maps image id to what its shard task returned (transform, chip_cloud, label).
+    ``facts`` maps image id to what its shard task returned (transform, chip_cloud, label);
+    without it, only the columns the plan alone decides are returned.
     """
+    if facts is None:
+        dummy = {"transform": [0.0] * 6, "chip_cloud": None, "label": None}
+        full = image_columns(plan, {i.image_id: dummy for v in plan.images.values() for i in v})
+        return {s: {k: v for k, v in c.items() if k not in FACT_COLUMNS} for s, c in full.items()}
     group_index = {g.group_id: plan.base_groups + i for i, g in enumerate(plan.groups)}
     out: dict[str, Columns] = {}
     for sensor, imgs in plan.images.items():

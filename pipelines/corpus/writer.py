@@ -132,7 +132,13 @@ def write_corpus(
         ShardTask(location, store_name, s, plan.layouts[s.sensor], reader.for_images(s.images))
         for s in pending
     ]
-    _run(tasks, scratch, client)
+    # The arrays the plan alone decides are written while the shard tasks run.
+    root = zarr.open_group(location.store(store_name), mode="r+")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        early = [pool.submit(_put, *p) for p in _planned_puts(root, plan)]
+        _run(tasks, scratch, client)
+        for f in early:
+            f.result()
     results = [_load_marker(scratch, s) for s in plan.shards]
     root_meta = _finish(location, store_name, plan, results, provenance, state, append)
     if not append:
@@ -309,9 +315,13 @@ def _finish(
     puts = [
         put
         for sensor, cols in new_cols.items()
-        for put in _image_arrays(root, sensor, cols, plan.base_images.get(sensor, 0))
+        for put in _image_arrays(
+            root,
+            sensor,
+            {k: v for k, v in cols.items() if k in tables.FACT_COLUMNS},
+            plan.base_images.get(sensor, 0),
+        )
     ]
-    puts += _group_tables(root, plan)
     # Many small arrays: written concurrently, as each is a few round trips to storage.
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda p: _put(*p), puts))
@@ -332,6 +342,16 @@ def _finish(
 
 
 _Put = tuple[zarr.Group, str, np.ndarray, tuple[str, ...], dict[str, Any]]
+
+
+def _planned_puts(root: zarr.Group, plan: CorpusPlan) -> list[_Put]:
+    """Metadata arrays and group tables that need no pixels."""
+    puts = [
+        put
+        for sensor, cols in tables.image_columns(plan, None).items()
+        for put in _image_arrays(root, sensor, cols, plan.base_images.get(sensor, 0))
+    ]
+    return puts + _group_tables(root, plan)
 
 
 def _image_arrays(root: zarr.Group, sensor: str, cols: tables.Columns, base: int) -> list[_Put]:
