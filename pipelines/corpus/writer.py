@@ -6,7 +6,8 @@
    storage in place, with ``complete: false`` in its root attributes);
 2. each shard is written whole by one task (:func:`shards.write_shard`); the client saves a
    done marker per shard (with the sha256 of the shard objects) in the scratch directory;
-3. per-image metadata arrays, group tables, the manifest and the STAC collection follow;
+3. per-image metadata arrays and group tables (those the plan alone decides while the shard
+   tasks run, the rest after), the manifest and the STAC collection follow;
 4. the root attributes are rewritten with ``complete: true`` (the commit on object storage)
    and the store is renamed to ``corpus.zarr`` (local).
 
