@@ -115,29 +115,41 @@ class DedupConfig(_Section):
         default=1.0, gt=0, description="tile size (degrees) of the spatial partition key"
     )
     top_size: int = Field(
-        default=1000, ge=2, description="an upper level with at most this many exemplars is solved as one block"
+        default=1000,
+        ge=2,
+        description="an upper level with at most this many exemplars is solved as one block",
     )
     damping: float = Field(default=0.8, ge=0.5, lt=1.0)
     retry_dampings: list[float] = Field(
-        default_factory=lambda: [0.9, 0.95], description="dampings tried when a block does not converge"
+        default_factory=lambda: [0.9, 0.95],
+        description="dampings tried when a block does not converge",
     )
     max_iter: int = Field(default=500, ge=10)
     convergence_iter: int = Field(default=30, ge=2)
     preference: float | None = Field(
-        default=None, lt=0, description="AP preference (minus a squared distance); default from the quantile"
+        default=None,
+        lt=0,
+        description="AP preference (minus a squared distance); default from the quantile",
     )
     preference_quantile: float = Field(
         default=0.5, ge=0, le=1, description="quantile of pairwise similarities used as preference"
     )
     collapse_radius: float = Field(
-        default=0.0, ge=0, description="merge chips this close before AP, with weights (0: exact duplicates)"
+        default=0.0,
+        ge=0,
+        description="merge chips this close before AP, with weights (0: exact duplicates)",
     )
-    refine_rounds: int = Field(default=1, ge=0, description="k-medoid polish rounds of final exemplars")
+    refine_rounds: int = Field(
+        default=1, ge=0, description="k-medoid polish rounds of final exemplars"
+    )
     dask_min_chips: int = Field(
-        default=20000, ge=0, description="fewer anchor chips are clustered in-process (Dask overhead would dominate)"
+        default=20000,
+        ge=0,
+        description="fewer anchor chips are clustered in-process (Dask overhead would dominate)",
     )
     descriptor_weights: dict[str, float] = Field(
-        default_factory=dict, description="weight per descriptor part (spec, index, tex, meta); default 1"
+        default_factory=dict,
+        description="weight per descriptor part (spec, index, tex, meta); default 1",
     )
     duplicate_radius: float = Field(
         default=0.5, ge=0, description="near-duplicate radius in standardised descriptor space"
