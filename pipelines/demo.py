@@ -130,6 +130,7 @@ def run_demo(
                 "steps": preset.train_steps,
                 "max_minutes": preset.train_minutes,
                 "warmup_steps": max(1, preset.train_steps // 10),
+                "max_image_px": 64,  # CPU: at 128 px a step costs ~4x the tokens
                 "seed": seed,
             }
         )
