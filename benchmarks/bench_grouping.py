@@ -7,13 +7,17 @@ a few km of along-track jitter per date) and Sentinel-1 RTC on 250 x 170 km scen
 revisit), each in its own UTM zone's CRS, cloud cover uniform in 0-100 %. The region grows
 with the scene count; the revisit stays the same.
 
-Measured, side by side in one run:
+Measured, side by side in one run (ratios use the process's CPU time, which stays meaningful
+on a shared machine; wall time is printed too):
 
 - time and peak memory (RSS above the pre-grouping baseline, sampled every 10 ms) of
   ``build_groups`` at 10k and 100k scenes, and the growth factor (target <= 12x);
 - the same ``build_groups`` with every spatial index replaced by the straightforward
   all-pairs intersection test (:class:`AllPairsIndex`) at 10k (target: STRtree >= 20x
-  faster); both must return identical groups.
+  faster), run in a forked child that is stopped after ``--reference-cap`` (25) times the
+  STRtree CPU time; a stopped run shows the speed-up as a lower bound. When it finishes, the
+  two must return identical groups;
+- the candidate search alone (scenes touching each of 5,000 chips), STRtree vs all-pairs.
 
 Run: ``.venv/bin/python benchmarks/bench_grouping.py [--quick]`` (``--quick``: 2,000 and
 20,000 scenes, for a fast check; the targets are for the full sizes).
