@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from terracorpus.pipelines.config import RunConfig
+from terracorpus.pipelines.config import RunConfig, load_config, parse_config
 from terracorpus.pipelines.errors import RunDirError, StageError
 
 META_KEY = b"terracorpus"
@@ -190,6 +190,25 @@ class RunDir:
     def timings(self) -> dict[str, float]:
         f = self.path(TIMINGS)
         return dict(json.loads(f.read_text())) if f.exists() else {}
+
+
+def config_for(
+    run_dir: str | Path, config_path: str | Path | None, *, needs: str | None = None
+) -> RunConfig:
+    """The config a stage command runs with: the one given (its run_dir set to ``run_dir``),
+    else the one the run directory was made with. ``needs`` names the stage's input artifact,
+    for the message when there is no run there at all."""
+    if config_path is not None:
+        return load_config(config_path).model_copy(update={"run_dir": str(run_dir)})
+    stored = Path(run_dir) / CONFIG_FILE
+    if not stored.exists():
+        missing = f"no {CONFIG_FILE}" + (f" and no {needs}" if needs else "")
+        raise StageError(
+            f"{run_dir} holds no run ({missing}); pass --config with the run config, "
+            "or run the earlier stages first (`terracorpus curate`)"
+        )
+    data = json.loads(stored.read_text())["config"]
+    return parse_config({**data, "run_dir": str(run_dir)}, source=str(stored))
 
 
 # -- atomic file helpers (also used by stages for per-batch outputs) ----------------------

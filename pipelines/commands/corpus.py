@@ -9,9 +9,7 @@ from typing import Any
 
 import click
 
-from terracorpus.pipelines.config import RunConfig, load_config, parse_config
-from terracorpus.pipelines.errors import ConfigError
-from terracorpus.pipelines.rundir import CONFIG_FILE, RunDir
+from terracorpus.pipelines.rundir import RunDir, config_for
 
 
 def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -38,15 +36,6 @@ _storage_option = click.option(
     metavar="KEY=VALUE",
     help="fsspec option for an object-store target (repeatable), e.g. -o endpoint_url=http://...",
 )
-
-
-def _run_config(config_path: Path | None, run_dir: str) -> RunConfig:
-    if config_path is not None:
-        return load_config(config_path)
-    stored = Path(run_dir) / CONFIG_FILE
-    if not stored.exists():
-        raise ConfigError(f"{run_dir} holds no {CONFIG_FILE}; pass --config with the run config")
-    return parse_config(json.loads(stored.read_text())["config"], str(stored))
 
 
 @click.command("materialize")
@@ -82,7 +71,7 @@ def materialize_cmd(
     from terracorpus.pipelines.cluster import dask_client
     from terracorpus.pipelines.stages.materialize import STAGE, run_materialize
 
-    cfg = _run_config(config_path, run_dir)
+    cfg = config_for(run_dir, config_path, needs="selection.parquet")
     dask = cfg.dask.model_copy(
         update={k: v for k, v in (("workers", workers), ("scheduler", scheduler)) if v is not None}
     )

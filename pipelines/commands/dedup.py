@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from terracorpus.pipelines.cluster import dask_client
 from terracorpus.pipelines.commands.run import with_overrides
-from terracorpus.pipelines.config import RunConfig, load_config, parse_config
-from terracorpus.pipelines.rundir import CONFIG_FILE, RunDir
-
-
-def resolve_config(run_dir: Path, config_path: Path | None) -> RunConfig:
-    """The config given, else the one the run directory was made with, else the defaults."""
-    if config_path is not None:
-        return load_config(config_path)
-    stored = run_dir / CONFIG_FILE
-    if stored.exists():
-        return parse_config(json.loads(stored.read_text())["config"], str(stored))
-    return RunConfig()
+from terracorpus.pipelines.rundir import RunDir, config_for
 
 
 @click.command("dedup")
@@ -53,7 +41,7 @@ def dedup_cmd(
     from terracorpus.pipelines.stages.dedup import require_chips, run_dedup
 
     cfg = with_overrides(
-        resolve_config(run_dir, config_path),
+        config_for(run_dir, config_path, needs="chips.parquet"),
         run_dir=str(run_dir),
         scheduler=scheduler,
         workers=workers,

@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from terracorpus.pipelines.cluster import dask_client
-from terracorpus.pipelines.commands.group import _config
-from terracorpus.pipelines.rundir import RunDir
+from terracorpus.pipelines.rundir import RunDir, config_for
 from terracorpus.pipelines.stages.describe import OUTPUT, STAGE, run_describe
 
 
@@ -41,7 +40,7 @@ def describe_cmd(
 
     Resumable: batches finished by an interrupted run are kept and not read again.
     """
-    cfg = _config(run_dir, config_path)
+    cfg = config_for(run_dir, config_path, needs="groups.parquet")
     dask = cfg.dask.model_copy(
         update={k: v for k, v in {"workers": workers, "scheduler": scheduler}.items() if v}
     )
