@@ -49,8 +49,6 @@ NOISE_SIGMA = {
     "gaofen-2-pms": 0.006,
     "naip": 0.008,
 }
-NAIP_GAIN = 500.0
-"""NAIP digital numbers are reflectance x 500 (uint8, no scale in its metadata, as real NAIP)."""
 
 
 @dataclass
@@ -345,7 +343,7 @@ class SceneRenderer:
                 )
                 continue
             noisy = refl[i] + sigma * rng.standard_normal(refl[i].shape, dtype=np.float32)
-            dn = noisy * NAIP_GAIN if sensor.name == "naip" else (noisy - b.offset) / b.scale
+            dn = (noisy - b.offset) / b.scale  # NAIP: the registry's 1/500, as real NAIP DNs
             hi = float(np.iinfo(out.dtype).max)
             out[i] = np.where(valid, np.clip(np.round(dn), 1, hi), b.nodata or 0)
         return out
