@@ -104,6 +104,7 @@ def run_demo(
     from terracorpus.catalogs.server import StacServer
     from terracorpus.catalogs.world import create_world
 
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out=out)
     t = time.perf_counter()
@@ -164,6 +165,8 @@ def run_demo(
             "--corpus",
             str(run_dir),
             "--compare-random",
+            "--folds",  # K-fold over groups: a demo corpus has too few val groups alone
+            "5",
             "--json",
             str(probe_json),
         ],
