@@ -361,11 +361,10 @@ def curation_value(run_dir: Path, world_dir: Path, seed: int = 0) -> dict[str, f
     same chip centre, are kept. The random selection keeps as many groups as ours.
     """
     from terracorpus.catalogs.world.truth import read_truth, read_world
-    from terracorpus.pipelines.commands.dedup import resolve_config
-    from terracorpus.pipelines.rundir import RunDir, read_parquet
+    from terracorpus.pipelines.rundir import RunDir, config_for, read_parquet
     from terracorpus.pipelines.stages.dedup import features, read_chips
 
-    config = resolve_config(run_dir, None)
+    config = config_for(run_dir, None)
     chips, names = read_chips(RunDir(run_dir, config, allow_mixed=True))
     selection = read_parquet(run_dir / "selection.parquet")
     groups = read_parquet(run_dir / "groups.parquet")
