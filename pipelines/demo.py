@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from terracorpus.catalogs.server import StacServer
+from terracorpus.catalogs.world import create_world
 from terracorpus.pipelines.config import RunConfig, parse_config
 from terracorpus.pipelines.curate import curate
 from terracorpus.pipelines.errors import PipelineError, StageError
@@ -101,9 +103,6 @@ def run_demo(
         raise PipelineError(
             f"unknown demo preset {preset_name!r}; choose one of {sorted(PRESETS)}"
         ) from None
-    from terracorpus.catalogs.server import StacServer
-    from terracorpus.catalogs.world import create_world
-
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out=out)
