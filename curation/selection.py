@@ -7,10 +7,19 @@ Decisions are per group and made on its anchor chip (the chip that was clustered
    whose ``cloud_fraction`` exceeds ``max_cloud`` (``cloud``) or whose ``information`` is
    below ``min_information`` (``low_information``). A missing column or a NaN value does not fail its rule.
 2. Within each cluster the remaining anchors are ranked: the exemplar first, then by
-   ``information`` (highest first), then by row order. Walking that ranking, an anchor within
-   ``duplicate_radius`` of an already kept anchor of its cluster is a ``near_duplicate``;
-   otherwise it is kept while the cluster's quota lasts (``exemplar`` or ``quota``), and
-   ``over_quota`` after.
+   ``information`` (highest first), then by row order. The exemplar is kept first; the quota is
+   then filled by **information-weighted farthest-point** order (``fill="farthest"``, default):
+   each next place goes to the anchor with the largest distance to its nearest kept anchor of
+   the cluster times its ``information`` (clipped to [0, 1]; unknown counts 0; without the
+   column, distance alone), ties broken by the ranking. The places thus cover the cluster's
+   spread (a rare sub-mode, another land cover merged into a big cluster) instead of crowding
+   around its densest, most textured part, and the weight keeps them from chasing flat
+   outliers (plain farthest-point picks the flattest chips first: low texture is what sets
+   them apart). ``fill="information"`` walks the ranking instead. Either way an anchor within
+   ``duplicate_radius`` of a kept anchor of its cluster is a ``near_duplicate`` (never kept),
+   kept anchors are ``exemplar`` or ``quota``, the rest ``over_quota``. When the quota covers
+   every anchor of the cluster the ranking is walked (the same outcome up to which copy of a
+   duplicate survives, and linear instead of quadratic).
 3. Quotas: ``f(m)`` of the cluster's eligible anchors ``m`` — ``sqrt`` (default), ``log``
    (log2(1 + m)), ``equal`` (1) or ``all`` (m, i.e. only duplicates and quality drop).
    Without a target each cluster keeps ``ceil(f(m))``; with ``target_groups`` the target is
@@ -45,7 +54,9 @@ QUALITY_RULES = (  # (column, reason), checked in this order
     ("information", "low_information"),
 )
 QUOTAS = ("sqrt", "log", "equal", "all")
+FILLS = ("farthest", "information")
 _CHUNK = 256
+_FARTHEST_ROWS = 16_384  # rows per distance pass of the farthest-point fill
 
 
 @dataclass(frozen=True)
@@ -58,10 +69,13 @@ class SelectionPolicy:
     duplicate_radius: float = 0.5
     quota: str = "sqrt"
     target_groups: int | None = None
+    fill: str = "farthest"
 
     def __post_init__(self) -> None:
         if self.quota not in QUOTAS:
             raise ClusteringError(f"quota must be one of {', '.join(QUOTAS)}, not {self.quota!r}")
+        if self.fill not in FILLS:
+            raise ClusteringError(f"fill must be one of {', '.join(FILLS)}, not {self.fill!r}")
         if self.target_groups is not None and self.target_groups < 1:
             raise ClusteringError(f"target_groups must be at least 1, got {self.target_groups}")
         if self.duplicate_radius < 0:
@@ -167,6 +181,15 @@ def _priority(chips: pd.DataFrame) -> NDArray[np.float64]:
     return out
 
 
+def _information_weight(priority: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Information clipped to [0, 1] for the farthest-point fill (unknown: 0); 1 everywhere
+    when no chip has an information score."""
+    if not np.isfinite(priority).any() or (priority == 0).all():
+        return np.ones_like(priority)
+    out: NDArray[np.float64] = np.clip(np.nan_to_num(priority, neginf=0.0), 0.0, 1.0)
+    return out
+
+
 def _decide_clusters(
     reason: NDArray[np.object_],
     eligible: NDArray[np.bool_],
@@ -181,13 +204,14 @@ def _decide_clusters(
     if len(rows) == 0:
         return
     clusters, ranked = _ranked_by_cluster(rows, labels, is_ex, priority)
+    weight = _information_weight(priority)
     sizes = np.array([len(ranked[c]) for c in clusters])
     caps = sizes.copy()
     quotas = _quotas(sizes, caps, policy)
     status: dict[int, NDArray[np.int8]] = {}
     for _ in range(len(clusters) + 1):  # each round fixes at least one cluster's capacity
         status = {
-            c: _greedy(X[ranked[c]], int(q), policy.duplicate_radius)
+            c: _fill(X[ranked[c]], int(q), policy.duplicate_radius, policy.fill, weight[ranked[c]])
             for c, q in zip(clusters, quotas, strict=True)
         }
         kept = np.array([(status[c] == _KEEP).sum() for c in clusters])
@@ -265,6 +289,45 @@ def _floors(f: NDArray[np.float64], caps: I64, scale: float) -> I64:
 
 
 _KEEP, _DUP, _OVER = np.int8(1), np.int8(2), np.int8(3)
+
+
+def _fill(
+    X: F32, quota: int, radius: float, fill: str, info: NDArray[np.float64]
+) -> NDArray[np.int8]:
+    """One cluster's decisions (rows ranked, the exemplar first); see the module docstring."""
+    if fill == "information" or quota >= len(X):
+        return _greedy(X, quota, radius)
+    return _farthest(X, quota, radius, info)
+
+
+def _farthest(X: F32, quota: int, radius: float, info: NDArray[np.float64]) -> NDArray[np.int8]:
+    """Keep the first row, then repeatedly the row with the largest distance to its nearest
+    kept row times its information weight ``info`` (in [0, 1]).
+
+    ``gap`` holds each row's squared distance to its nearest kept row, updated with one
+    chunked (m, D) pass per kept row: O(quota * m * D) time, O(m) memory. A row with
+    ``gap <= radius^2`` is a near duplicate and never picked; when every candidate weighs 0
+    the plain distance decides; ties go to the earlier (higher ranked) row.
+    """
+    n = len(X)
+    r2 = np.float32(radius * radius)
+    gap = np.full(n, np.inf, dtype=np.float32)
+    status = np.full(n, _OVER, dtype=np.int8)
+    pick = 0
+    for _ in range(quota):
+        status[pick] = _KEEP
+        for start in range(0, n, _FARTHEST_ROWS):
+            diff = X[start : start + _FARTHEST_ROWS] - X[pick]
+            part = gap[start : start + len(diff)]
+            np.minimum(part, np.einsum("ij,ij->i", diff, diff), out=part)
+        gap[pick] = -np.inf  # never picked again
+        open_ = gap > r2
+        if not open_.any():
+            break
+        score = np.where(open_, np.sqrt(np.maximum(gap, 0.0)) * info, -1.0)
+        pick = int(np.argmax(score)) if score.max() > 0 else int(np.argmax(gap))
+    status[(status != _KEEP) & (gap <= r2)] = _DUP
+    return status
 
 
 def _greedy(X: F32, quota: int, radius: float) -> NDArray[np.int8]:

@@ -142,3 +142,60 @@ def test_bad_tables_are_refused() -> None:
         )
     with pytest.raises(ClusteringError, match="quota"):
         SelectionPolicy(quota="most")
+
+
+def test_farthest_fill_spreads_the_quota_over_the_cluster() -> None:
+    # eleven chips on a line, the exemplar in the middle, no information column
+    X = np.stack([np.arange(11.0), np.zeros(11)], axis=1).astype(np.float32)
+    ex = np.arange(11) == 5
+    out = select(frame(11), np.zeros(11, np.int64), X, SelectionPolicy(quota="equal"), ex)
+    assert out["kept"].sum() == 1
+    policy = SelectionPolicy(target_groups=3, duplicate_radius=0.1)
+    out = select(frame(11), np.zeros(11, np.int64), X, policy, ex)
+    # both ends are 5 away; the tie goes to the earlier row
+    assert np.flatnonzero(out["kept"]).tolist() == [0, 5, 10]
+    assert out["reason"][[0, 5, 10]].tolist() == ["quota", "exemplar", "quota"]
+
+
+def test_a_rare_sub_mode_of_a_big_cluster_survives_the_quota() -> None:
+    rng = np.random.default_rng(3)
+    dense = rng.normal(0, 1, (60, 4))  # a big, richly textured mode
+    rare = rng.normal(0, 0.3, (3, 4)) + 8  # another land cover merged into the cluster
+    X = np.vstack([dense, rare]).astype(np.float32)
+    info = np.r_[rng.uniform(0.8, 1.0, 60), [0.55, 0.6, 0.5]]
+    chips = frame(63, information=info)
+    labels = np.zeros(63, np.int64)
+    ex = np.arange(63) == 0
+    spread = select(chips, labels, X, SelectionPolicy(duplicate_radius=0.1), ex)
+    ranked = select(chips, labels, X, SelectionPolicy(duplicate_radius=0.1, fill="information"), ex)
+    assert spread["kept"].sum() == ranked["kept"].sum() == 8  # ceil(sqrt(63))
+    assert spread["kept"].iloc[60:].any()  # the rare mode has a place
+    assert not ranked["kept"].iloc[60:].any()  # ranking by information alone leaves it out
+
+
+def test_information_weight_keeps_the_fill_off_flat_outliers() -> None:
+    # a flat chip far out, an informative one half as far: the informative one is chosen
+    X = np.array([[0, 0], [0.5, 0], [10, 0], [0, 5]], np.float32)
+    info = [0.9, 0.9, 0.06, 0.8]
+    policy = SelectionPolicy(target_groups=2, duplicate_radius=0.1)
+    ex = np.array([True, False, False, False])
+    out = select(frame(4, information=info), np.zeros(4, np.int64), X, policy, ex)
+    assert np.flatnonzero(out["kept"]).tolist() == [0, 3]
+    plain = select(frame(4), np.zeros(4, np.int64), X, policy, ex)  # no scores: distance alone
+    assert np.flatnonzero(plain["kept"]).tolist() == [0, 2]
+
+
+def test_farthest_fill_never_keeps_a_near_duplicate() -> None:
+    rng = np.random.default_rng(5)
+    base = rng.normal(0, 5, (30, 3))
+    X = np.vstack([base, base[:10] + 0.01]).astype(np.float32)  # ten planted copies
+    labels = np.zeros(40, np.int64)
+    for quota in ("sqrt", "log", "all"):
+        out = select(frame(40), labels, X, SelectionPolicy(duplicate_radius=0.2, quota=quota))
+        kept = np.flatnonzero(out["kept"])
+        pairs = [(i, i + 30) for i in range(10)]
+        assert not any(a in kept and b in kept for a, b in pairs)
+        dropped_dups = set(np.flatnonzero(out["reason"] == "near_duplicate"))
+        assert all((a in kept) == (b in dropped_dups) for a, b in pairs)
+    with pytest.raises(ClusteringError, match="fill"):
+        SelectionPolicy(fill="random")

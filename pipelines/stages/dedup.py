@@ -118,6 +118,7 @@ def selection_policy(cfg: DedupConfig) -> SelectionPolicy:
         duplicate_radius=cfg.duplicate_radius,
         quota=cfg.quota,
         target_groups=cfg.target_groups,
+        fill=cfg.fill,
     )
 
 
