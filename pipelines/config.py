@@ -158,6 +158,10 @@ class DedupConfig(_Section):
     max_cloud: float = Field(default=0.4, ge=0, le=1)
     min_information: float = Field(default=0.05, ge=0)
     quota: Literal["sqrt", "log", "equal", "all"] = "sqrt"
+    fill: Literal["farthest", "information"] = Field(
+        default="farthest",
+        description="how a cluster's quota is filled after its exemplar: information-weighted farthest-point (spread) or by information rank",
+    )
     target_groups: int | None = Field(default=None, ge=1)
     seed: int = 0
 
