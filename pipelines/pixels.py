@@ -378,12 +378,39 @@ def _read_same_crs(
     t = ds.transform  # north-up: a window is plain arithmetic on its origin and pixel size
     if t.b or t.d:
         raise _ChipError("read_error", f"{ds.name} has a rotated grid, which is not supported")
+    out = _filled(len(indexes), grid, ds.dtypes[0], fill)
+    if method == Resampling.nearest and g <= abs(t.a) * (1 + _EPS):
+        out[:, r0:r1, c0:c1] = _read_nearest_fine(ds, indexes, grid, (c0, c1, r0, r1))
+        return out
     col0, row0 = (minx + c0 * g - t.c) / t.a, (maxy - r0 * g - t.f) / t.e
     win = _clamp(Window(col0, row0, (c1 - c0) * g / t.a, (r1 - r0) * g / -t.e), ds)
-    out = _filled(len(indexes), grid, ds.dtypes[0], fill)
     out[:, r0:r1, c0:c1] = ds.read(
         indexes, window=win, out_shape=(len(indexes), r1 - r0, c1 - c0), resampling=method
     )
+    return out
+
+
+def _read_nearest_fine(
+    ds: DatasetReader, indexes: list[int], grid: _Grid, cells: tuple[int, int, int, int]
+) -> NDArray[np.generic]:
+    """Output cells ``cells`` (c0, c1, r0, r1) at a pixel size no coarser than the raster's,
+    by nearest neighbour: each cell takes the raster pixel holding its centre.
+
+    The pixels are read once at their own resolution and repeated in memory. (GDAL's own
+    upsampling of a window is per output pixel and, for pixel-interleaved multi-band files
+    such as NAIP, takes seconds per chip.)
+    """
+    c0, c1, r0, r1 = cells
+    minx, _, _, maxy = grid.bounds
+    t, g = ds.transform, grid.gsd
+    xs = minx + (np.arange(c0, c1) + 0.5) * g
+    ys = maxy - (np.arange(r0, r1) + 0.5) * g
+    cols = np.clip(np.floor((xs - t.c) / t.a).astype(np.int64), 0, ds.width - 1)
+    rows = np.clip(np.floor((ys - t.f) / t.e).astype(np.int64), 0, ds.height - 1)
+    col_lo, row_lo = int(cols.min()), int(rows.min())
+    win = Window(col_lo, row_lo, int(cols.max()) - col_lo + 1, int(rows.max()) - row_lo + 1)
+    src: NDArray[np.generic] = ds.read(indexes, window=win)
+    out: NDArray[np.generic] = src[:, (rows - row_lo)[:, None], (cols - col_lo)[None, :]]
     return out
 
 
