@@ -35,16 +35,25 @@ class SensorLayout:
     fill_value: float = 0
 
     @classmethod
-    def from_sensor(cls, sensor: Sensor, chip_size_m: float) -> SensorLayout:
-        """The layout of ``sensor`` for square chips of ``chip_size_m`` metres a side."""
-        side = max(1, round(chip_size_m / sensor.gsd))
+    def from_sensor(
+        cls, sensor: Sensor, chip_size_m: float, gsd: float | None = None
+    ) -> SensorLayout:
+        """The layout of ``sensor`` for square chips of ``chip_size_m`` metres a side.
+
+        ``gsd`` is the pixel size of the images' finest grid (default: the registry's, which
+        is nominal: NAIP is 0.6 m or 1 m depending on the year and state). Bands at the
+        registry's finest GSD take it as their own; coarser bands keep theirs (at least
+        ``gsd``).
+        """
+        grid_gsd = sensor.gsd if gsd is None else float(gsd)
+        side = max(1, round(chip_size_m / grid_gsd))
         bands = tuple(
             {
                 "name": b.name,
                 "common_name": b.common_name,
                 "center_wavelength": b.center_wavelength,
                 "full_width_half_max": b.full_width_half_max,
-                "gsd": b.gsd,
+                "gsd": grid_gsd if b.gsd <= sensor.gsd else max(b.gsd, grid_gsd),
                 "scale": b.scale,
                 "offset": b.offset,
                 "nodata": b.nodata,
@@ -63,7 +72,7 @@ class SensorLayout:
             bands=bands,
             dtype=dtypes.pop(),
             chip_shape=(side, side),
-            gsd=sensor.gsd,
+            gsd=grid_gsd,
             fill_value=0 if nodata is None else nodata,
         )
 

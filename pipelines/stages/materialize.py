@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 import pandas as pd
@@ -19,7 +19,7 @@ from distributed import Client
 
 from terracorpus.catalogs.frames import scenes_from_frame
 from terracorpus.catalogs.scene import SceneRecord
-from terracorpus.catalogs.sensors import load_registry
+from terracorpus.catalogs.sensors import SensorRegistry, load_registry
 from terracorpus.curation.groups import ImageGroup, groups_from_frame
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.corpus.format import (
@@ -85,9 +85,8 @@ def run_materialize(
             + (" that the corpus does not already hold" if base else "")
         )
     registry = load_registry(*config.search.sensor_files)
-    sensors = {g.sensor for grp in kept for g in grp.group.members}
-    chip_m = _chip_size_m(kept)
-    layouts = {s: SensorLayout.from_sensor(registry.get(s), chip_m) for s in sorted(sensors)}
+    layouts = sensor_layouts(kept, scenes, registry)
+    sensors = set(layouts)
     group_specs, image_specs = specs_of(kept, scenes, layouts, config.corpus.val_fraction)
     plan = plan_corpus(
         group_specs,
@@ -176,6 +175,46 @@ def _anchor_rows(selection: pd.DataFrame) -> dict[str, tuple[bool, Any]]:
     else:
         a, keys = selection, selection["chip_id"].astype(str)
     return dict(zip(keys, zip(a["kept"].astype(bool), a["cluster_id"], strict=True), strict=True))
+
+
+def sensor_layouts(
+    kept: Sequence[KeptGroup], scenes: Mapping[str, SceneRecord], registry: SensorRegistry
+) -> dict[str, SensorLayout]:
+    """One layout per sensor of the kept images, at the native GSD of their scenes.
+
+    The registry's GSD is nominal; a scene's own finest grid is what its pixels are, and
+    they are written at that pixel size (nothing is upsampled to a nominal size). When one
+    sensor's scenes differ (NAIP at 0.6 m and 1 m), the finest wins, as the corpus holds one
+    chip size per sensor, so no pixel is lost; the coarser scenes are repeated onto it with
+    nearest neighbour, and a warning names them.
+    """
+    chip_m = _chip_size_m(kept)
+    native: dict[str, Counter[float]] = {}
+    for k in kept:
+        for scene_id in k.member_scenes:
+            scene = scenes.get(scene_id)
+            if scene is None:
+                raise StageError(
+                    f"group {k.group.group_id}: scene {scene_id} is not in scenes.parquet"
+                )
+            if math.isfinite(scene.gsd) and scene.gsd > 0:
+                native.setdefault(scene.sensor, Counter())[round(scene.gsd, 6)] += 1
+            else:
+                native.setdefault(scene.sensor, Counter())
+    layouts = {}
+    for s in sorted(native):
+        gsds = native[s]
+        if len(gsds) > 1:
+            log.warning(
+                "%s scenes have native GSDs %s (m: images); the corpus stores %s at the finest, "
+                "%s m, and repeats coarser pixels onto it (nearest neighbour)",
+                s,
+                dict(sorted(gsds.items())),
+                s,
+                min(gsds),
+            )
+        layouts[s] = SensorLayout.from_sensor(registry.get(s), chip_m, min(gsds) if gsds else None)
+    return layouts
 
 
 def _chip_size_m(kept: Sequence[KeptGroup]) -> float:
