@@ -8,6 +8,7 @@ truth's nodata and never wins); chips outside the truth get -1. Other sources ge
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,14 +47,22 @@ class WorldLabeller:
     world_dir: str
 
     def __call__(self, bounds: tuple[float, float, float, float], crs: str) -> int:
-        try:
-            classes = np.asarray(read_truth(self.world_dir, bounds, crs)).ravel()
-        except WorldError:
-            return NO_LABEL
-        classes = classes[classes != TRUTH_NODATA]
-        if classes.size == 0:
-            return NO_LABEL
-        return int(np.bincount(classes.astype("int64")).argmax())
+        minx, miny, maxx, maxy = (float(v) for v in bounds)
+        return _majority_class(self.world_dir, (minx, miny, maxx, maxy), crs)
+
+
+@functools.lru_cache(maxsize=65536)
+def _majority_class(world_dir: str, bounds: tuple[float, float, float, float], crs: str) -> int:
+    """Cached per process: a group's footprint is asked for by every shard task (one per
+    sensor) that a worker runs, and each truth read costs milliseconds (CRS transformers)."""
+    try:
+        classes = np.asarray(read_truth(world_dir, bounds, crs)).ravel()
+    except WorldError:
+        return NO_LABEL
+    classes = classes[classes != TRUTH_NODATA]
+    if classes.size == 0:
+        return NO_LABEL
+    return int(np.bincount(classes.astype("int64")).argmax())
 
 
 def world_labeller(scenes: Iterable[SceneRecord]) -> WorldLabeller | None:
