@@ -56,6 +56,7 @@ from terracorpus.pipelines.stages.materialize import (
     chip_id,
     kept_groups,
     run_materialize,
+    sensor_layouts,
     specs_of,
 )
 
@@ -85,7 +86,10 @@ def build_run(cache: Path, preset: str) -> tuple[RunConfig, RunDir, float | None
     run_dir = cache / f"run-{preset}-{CHIP_M:.0f}"
     cfg = RunConfig(run_dir=str(run_dir), corpus=CorpusConfig(shard_mb=16))
     if (run_dir / "corpus.zarr" / "zarr.json").exists():
-        return cfg, RunDir(cfg.run_dir, cfg, allow_mixed=True), None
+        run = RunDir(cfg.run_dir, cfg, allow_mixed=True)
+        if _layouts_current(run):
+            return cfg, run, None
+        shutil.rmtree(run_dir)  # written by an older materialize (other chip sizes): redo
     world = cached_world(cache, preset)
     reg = builtin_registry()
     scenes = [
@@ -110,10 +114,16 @@ def build_run(cache: Path, preset: str) -> tuple[RunConfig, RunDir, float | None
     return cfg, run, seconds
 
 
-def in_memory_inputs(
-    run: RunDir,
-) -> tuple[list[Any], list[Any], dict[str, MemoryImage], dict[str, SensorLayout]]:
-    """The corpus's groups and images back in memory, to write again with each writer."""
+def _layouts_current(run: RunDir) -> bool:
+    """Whether the cached corpus has the sensor layouts materialize would write now."""
+    root = zarr.open_group(run.root / "corpus.zarr", mode="r")
+    stored = root.attrs.asdict()["terracorpus"]["sensors"]
+    want = {s: json.loads(json.dumps(lay.attrs())) for s, lay in _layouts(run)[0].items()}
+    return bool(stored == want)
+
+
+def _layouts(run: RunDir) -> tuple[dict[str, SensorLayout], list[Any], dict[str, Any]]:
+    """The layouts materialize gives the run's kept groups, with those groups and scenes."""
     from terracorpus.catalogs.frames import scenes_from_frame
     from terracorpus.curation.groups import groups_from_frame
 
@@ -122,10 +132,16 @@ def in_memory_inputs(
     }
     groups = groups_from_frame(run.read_table("groups.parquet", needed_by="bench"))
     kept = kept_groups(groups, run.read_table("selection.parquet", needed_by="bench"))
+    return sensor_layouts(kept, scenes, builtin_registry()), kept, scenes
+
+
+def in_memory_inputs(
+    run: RunDir,
+) -> tuple[list[Any], list[Any], dict[str, MemoryImage], dict[str, SensorLayout]]:
+    """The corpus's groups and images back in memory, to write again with each writer."""
+    layouts, kept, scenes = _layouts(run)
     root = zarr.open_group(run.root / "corpus.zarr", mode="r")
     meta = root.attrs.asdict()["terracorpus"]
-    reg = builtin_registry()
-    layouts = {s: SensorLayout.from_sensor(reg.get(s), CHIP_M) for s in meta["sensors"]}
     gspecs, ispecs = specs_of(kept, scenes, layouts, 0.1)
     arrays = {}
     for s in meta["sensors"]:

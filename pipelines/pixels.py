@@ -26,6 +26,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyproj
 import rasterio
 import rasterio.warp
 from affine import Affine
@@ -351,6 +352,8 @@ def _read_onto(
     level = choose_overview(abs(ds.res[0]), factors, grid.gsd)
     if ds.crs == grid.crs:
         return _read_same_crs(ds, indexes, grid, method, fill), level
+    if method == Resampling.nearest and level is None:
+        return _read_warped_nearest(ds, indexes, grid, fill), level
     factor = factors[level] if level is not None else 1
     return _read_warped(ds, indexes, grid, method, fill, factor), level
 
@@ -420,6 +423,55 @@ def _clamp(win: Window, ds: DatasetReader) -> Window:
     col1 = min(max(win.col_off + win.width, 0.0), ds.width)
     row1 = min(max(win.row_off + win.height, 0.0), ds.height)
     return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+_TRANSFORMERS = threading.local()
+
+
+def _transformer(src: CRS, dst: CRS) -> pyproj.Transformer:
+    """A pyproj transformer per CRS pair and thread (they are not thread-safe; building one
+    costs milliseconds, more than warping a chip)."""
+    cache: dict[tuple[str, str], pyproj.Transformer] = _TRANSFORMERS.__dict__.setdefault("d", {})
+    key = (src.to_wkt(), dst.to_wkt())
+    tr = cache.get(key)
+    if tr is None:
+        tr = cache[key] = pyproj.Transformer.from_crs(key[0], key[1], always_xy=True)
+    return tr
+
+
+def _read_warped_nearest(
+    ds: DatasetReader, indexes: list[int], grid: _Grid, fill: list[float]
+) -> NDArray[np.generic]:
+    """Nearest-neighbour warp at full resolution: each chip cell takes the raster pixel that
+    holds the cell's centre, projected exactly into the raster's CRS.
+
+    The raster's pixels around the footprint are read once at their own resolution and
+    indexed in memory; source nodata becomes ``fill``, as GDAL's warper would make it.
+    """
+    t = ds.transform
+    if t.b or t.d:
+        raise _ChipError("read_error", f"{ds.name} has a rotated grid, which is not supported")
+    xs = grid.transform.c + (np.arange(grid.width) + 0.5) * grid.gsd
+    ys = grid.transform.f - (np.arange(grid.height) + 0.5) * grid.gsd
+    sx, sy = _transformer(grid.crs, ds.crs).transform(*np.meshgrid(xs, ys))
+    with np.errstate(invalid="ignore"):
+        fcols, frows = np.floor((sx - t.c) / t.a), np.floor((sy - t.f) / t.e)
+        inside = (fcols >= 0) & (fcols < ds.width) & (frows >= 0) & (frows < ds.height)
+    if not inside.any():
+        raise _ChipError("outside", f"chip bounds {grid.bounds} ({grid.crs}) miss {ds.name}")
+    cols, rows = fcols[inside].astype(np.int64), frows[inside].astype(np.int64)
+    c_lo, r_lo = int(cols.min()), int(rows.min())
+    win = Window(c_lo, r_lo, int(cols.max()) - c_lo + 1, int(rows.max()) - r_lo + 1)
+    src = ds.read(indexes, window=win)
+    values = src[:, rows - r_lo, cols - c_lo]
+    for k, index in enumerate(indexes):
+        nodata = ds.nodatavals[index - 1]
+        if nodata is not None:
+            hole = np.isnan(values[k]) if math.isnan(nodata) else values[k] == nodata
+            values[k][hole] = fill[k]
+    out = _filled(len(indexes), grid, ds.dtypes[0], fill)
+    out[:, inside] = values
+    return out
 
 
 def _read_warped(

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyproj
 import pytest
 import rasterio
+import rasterio.warp
 import shapely
 import zarr
 from rasterio.enums import Resampling
@@ -179,3 +181,38 @@ def test_nearest_read_onto_a_finer_grid_matches_gdal_and_the_pixel_centre_rule(t
         win = Window(x0 - X0, Y0 - y0, 30.0, 30.0)
         gdal = ds.read(window=win, out_shape=(4, 50, 50), resampling=Resampling.nearest)
     np.testing.assert_array_equal(chip.pixels, gdal)
+
+
+def test_nearest_warp_across_utm_zones_matches_gdal_and_fills_nodata(tmp_path):
+    # A 1 m raster in zone 15 (NAD83) read onto a chip grid in zone 14 (WGS84), as a member
+    # of a group whose anchor lies across the zone boundary.
+    rng = np.random.default_rng(8)
+    scene, arr = _naip_scene(tmp_path, "naip-warp", 1.0, rng)
+    path = scene.asset("R").href
+    with rasterio.open(path, "r+") as ds:  # a nodata corner, as at a swath edge
+        ds.nodata = 0
+        arr[:, :40, :40] = 0
+        ds.write(arr)
+    sensor = builtin_registry().get(NAIP)
+
+    to14 = pyproj.Transformer.from_crs(CRS, "EPSG:32614", always_xy=True)
+    cx, cy = to14.transform(X0 + 60.0, Y0 - 60.0)
+    bounds = (cx - 48.0, cy - 48.0, cx + 48.0, cy + 48.0)
+    req = ChipRequest("w", bounds, "EPSG:32614", 1.0)
+    chip = read_scene_chips(scene, sensor, [req], resampling="nearest", use_overviews=False)[0]
+    assert isinstance(chip, ChipPixels) and chip.pixels.shape == (4, 96, 96)
+    want = np.zeros((4, 96, 96), dtype="uint8")
+    with rasterio.open(path) as ds:
+        for k in range(4):
+            rasterio.warp.reproject(
+                rasterio.band(ds, k + 1),
+                want[k],
+                dst_transform=Affine(1.0, 0, bounds[0], 0, -1.0, bounds[3]),
+                dst_crs="EPSG:32614",
+                dst_nodata=0,
+                resampling=Resampling.nearest,
+            )
+    same = (chip.pixels == want).mean()
+    assert same > 0.995, same  # GDAL's approximate transformer may differ at a few edges
+    assert chip.nodata.any() and (chip.pixels[:, chip.nodata] == 0).all()
+    assert not chip.nodata[-1, -1] and chip.pixels[:, -1, -1].all()
