@@ -24,7 +24,13 @@ from terracorpus.training.errors import (
     TrainingError,
 )
 from terracorpus.training.export import export_encoder, load_encoder
-from terracorpus.training.model import A2MAE, a2mae_tiny, model_args
+from terracorpus.training.model import (
+    A2MAE,
+    _normalised_mse,
+    _stats_mse,
+    a2mae_tiny,
+    model_args,
+)
 from terracorpus.training.probe import anchor_labels, fit_probes, probe
 from terracorpus.training.testing import write_synthetic_corpus
 from terracorpus.training.trainer import get_lr, load_checkpoint, train
@@ -79,6 +85,30 @@ def test_loss_is_finite_per_sensor_and_falls_on_a_fixed_batch(corpus: Path) -> N
         losses.append(float(out["loss"].detach()))
     assert set(out["sensor_loss"]) == {"s2like", "lslike"}
     assert all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0]
+
+
+def test_statistics_term_sees_what_patch_normalisation_divides_out() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 5, 3, 16, generator=g)  # (n, L, C, P)
+    valid = torch.ones(2, 5, 16, dtype=torch.bool)
+    brighter = target + 2.0  # the same texture, another band mean
+    shape = _normalised_mse(target.new_zeros(target.shape), target, valid)
+    torch.testing.assert_close(
+        _normalised_mse(target.new_zeros(target.shape), brighter, valid), shape
+    )
+    mean = target.mean(-1)
+    log_std = 0.5 * torch.log(target.var(-1, unbiased=False) + 1e-4)
+    exact = torch.stack([mean, log_std], -1)
+    assert float(_stats_mse(exact, target, valid).abs().max()) < 1e-10
+    torch.testing.assert_close(_stats_mse(exact, brighter, valid), torch.full((2, 5), 2.0))
+    half = valid.clone()
+    half[..., 8:] = False  # statistics over valid pixels only
+    masked = torch.where(half[:, :, None, :], target, torch.full_like(target, 1e6))
+    torch.testing.assert_close(
+        _stats_mse(exact, masked, half),
+        _stats_mse(exact, target[..., :8], half[..., :8]),
+    )
+    assert a2mae_tiny(stats_loss_weight=0.0).stats_head is None  # the plain shape-only loss
 
 
 def test_patch_embedding_is_conditioned_on_wavelengths_not_band_order(corpus: Path) -> None:

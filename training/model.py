@@ -49,6 +49,7 @@ class ModelArgs:
     input_mean: float = 0.15  # physical reflectance is standardised with fixed constants, so
     input_std: float = 0.15  # absolute brightness and spectral shape stay visible to the model
     min_valid: float = 0.5  # masked patches with fewer valid pixels are left out of the loss
+    stats_loss_weight: float = 1.0  # weight of the patch-statistics term (0: shape only)
 
 
 MODEL_SIZES: dict[str, ModelArgs] = {
@@ -154,6 +155,11 @@ class A2MAE(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(dd)
         self.head = WavelengthHyperNet(args.hyper_hidden, dd * pp + pp)
+        self.stats_head = (
+            WavelengthHyperNet(args.hyper_hidden, dd * 2 + 2)
+            if args.stats_loss_weight > 0
+            else None
+        )
         self.apply(_init_weights)
         for p in (self.missing_geo, self.missing_time, self.anchor_embed, self.mask_token):
             nn.init.normal_(p, std=0.02)
@@ -238,8 +244,11 @@ class A2MAE(nn.Module):
         for bucket in batch.buckets:
             patches, valid = self._patches(bucket)  # (n, Lb, C, P), (n, Lb, P)
             idx = self._token_index(batch, bucket, patches.shape[1])  # (n, Lb)
-            pred = self._predict(bucket, decoded[idx])  # (n, Lb, C, P)
-            err = _normalised_mse(pred, patches, valid)  # (n, Lb): mean over bands
+            hidden = decoded[idx]  # (n, Lb, Dd)
+            err = _normalised_mse(self._predict(bucket, hidden), patches, valid)  # (n, Lb)
+            if self.args.stats_loss_weight > 0:
+                stats = self._predict_stats(bucket, hidden)  # (n, Lb, C, 2)
+                err = err + self.args.stats_loss_weight * _stats_mse(stats, patches, valid)
             counted = (~batch.token_visible[idx]) & (valid.float().mean(-1) >= self.args.min_valid)
             n_counted = counted.sum(1)  # (n,)
             image_loss[bucket.images] = (err * counted).sum(1) / n_counted.clamp(min=1)
@@ -274,6 +283,15 @@ class A2MAE(nn.Module):
         gen = self.head(bucket.wavelengths, bucket.bandwidths)  # (C, Dd*P + P)
         weight, bias = gen[:, : dd * pp].reshape(-1, dd, pp), gen[:, dd * pp :]  # (C,Dd,P) (C,P)
         pred: Tensor = torch.einsum("nld,cdp->nlcp", hidden.float(), weight.float()) + bias
+        return pred
+
+    def _predict_stats(self, bucket: Bucket, hidden: Tensor) -> Tensor:
+        """Wavelength-conditioned statistics head: (n, L, Dd) -> (mean, log std) (n, L, C, 2)."""
+        dd = self.args.decoder_dim
+        assert self.stats_head is not None
+        gen = self.stats_head(bucket.wavelengths, bucket.bandwidths)  # (C, Dd*2 + 2)
+        weight, bias = gen[:, : dd * 2].reshape(-1, dd, 2), gen[:, dd * 2 :]  # (C,Dd,2) (C,2)
+        pred: Tensor = torch.einsum("nld,cdk->nlck", hidden.float(), weight.float()) + bias
         return pred
 
     @staticmethod
@@ -324,6 +342,17 @@ def _normalised_mse(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
     var = ((target - mean) ** 2 * v).sum(-1, keepdim=True) / count
     norm = (target - mean) / (var + 1e-6).sqrt()  # (n, L, C, P)
     return (((pred - norm) ** 2 * v).sum(-1) / count.squeeze(-1)).mean(-1)
+
+
+def _stats_mse(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """MSE of each patch and band's (mean, log std) over its valid pixels -- what
+    :func:`_normalised_mse` divides out -- averaged over the two and over bands -> (n, L)."""
+    v = valid[:, :, None, :].float()  # (n, L, 1, P)
+    count = v.sum(-1).clamp(min=1)  # (n, L, 1)
+    mean = (target * v).sum(-1) / count  # (n, L, C)
+    var = ((target - mean[..., None]) ** 2 * v).sum(-1) / count
+    truth = torch.stack([mean, 0.5 * torch.log(var + 1e-4)], -1)  # (n, L, C, 2)
+    return ((pred - truth) ** 2).mean((-1, -2))
 
 
 def _group_mean(image_loss: Tensor, has: Tensor, image_group: Tensor, n_groups: int) -> Tensor:
