@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,22 @@ def read_world(world_dir: str | Path) -> dict[str, Any]:
     return doc
 
 
+_TRANSFORMERS = threading.local()
+
+
+def _transformer(src: CRS, epsg: int) -> Transformer:
+    """A transformer from ``src`` to ``EPSG:epsg``, cached per thread (pyproj transformers are
+    not thread-safe, and building one costs milliseconds: more than the rest of a small read)."""
+    cache: dict[tuple[str, int], Transformer] = _TRANSFORMERS.__dict__.setdefault("d", {})
+    key = (src.to_wkt(), int(epsg))
+    tr = cache.get(key)
+    if tr is None:
+        tr = cache[key] = Transformer.from_crs(src, CRS.from_epsg(key[1]), always_xy=True)
+    return tr
+
+
 def _overlap(region: dict[str, Any], bounds: tuple[float, float, float, float], crs: CRS) -> float:
-    tr = Transformer.from_crs(crs, CRS.from_epsg(region["epsg"]), always_xy=True)
+    tr = _transformer(crs, region["epsg"])
     b = tr.transform_bounds(*bounds, densify_pts=21)
     r = region["bounds"]
     w = min(b[2], r[2]) - max(b[0], r[0])
