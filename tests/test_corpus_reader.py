@@ -207,3 +207,32 @@ def test_dataloader_workers_read_every_group_once_and_skip_exactly(corpus: Path)
     resumed = make_loader(reader, CFG, batch_size=2, num_workers=2, skip_batches=2)
     again = [b.groups.tolist() for _, b in zip(range(3), resumed, strict=False)]
     assert again == first[2:]
+
+
+def _by_group(loader: object) -> dict[int, list[np.ndarray]]:
+    out = {}
+    for batch in loader:  # type: ignore[attr-defined]
+        (g,) = batch.groups.tolist()
+        arrays = [t.numpy() for b in batch.buckets for t in (b.pixels, b.valid)]
+        out[g] = [*arrays, batch.token_visible.numpy()]
+    return out
+
+
+def test_reader_used_in_process_then_sent_to_workers(corpus: Path) -> None:
+    # Every shard already checked and the store open: the workers' copies open the store on
+    # their first read (once failed inside Zarr's event loop), and batches collated into
+    # shared memory in the workers equal those collated in process.
+    reader = open_corpus(corpus)
+    for g in range(len(reader.groups)):
+        load_group(reader, g, CFG)
+    clone = pickle.loads(pickle.dumps(reader))
+    np.testing.assert_array_equal(
+        clone.read_image("s2like", 5).pixels, reader.read_image("s2like", 5).pixels
+    )
+    here = _by_group(make_loader(reader, CFG, batch_size=1, num_workers=0, epochs=1))
+    there = _by_group(make_loader(reader, CFG, batch_size=1, num_workers=2, epochs=1))
+    assert sorted(there) == sorted(here) == list(range(12))
+    for g, arrays in here.items():
+        assert len(there[g]) == len(arrays)
+        for a, b in zip(arrays, there[g], strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -225,9 +225,13 @@ class CorpusReader:
         round trip instead of two per image), then checked against the manifest digests."""
         for sensor, row in members:
             self._check_shard_exists(sensor, row)
+        # Opened here, not lazily inside the coroutines: opening the store calls Zarr's sync(),
+        # which fails inside its own event loop (a reader whose shards were all checked before
+        # it was pickled to a DataLoader worker reached its first open there).
+        arrays = self._arrays
 
         async def one(sensor: str, row: int) -> list[Any]:
-            pixels, valid = self._arrays[sensor]
+            pixels, valid = arrays[sensor]
             return list(
                 await asyncio.gather(
                     pixels._async_array.getitem(row), valid._async_array.getitem(row)
@@ -454,7 +458,12 @@ def area_average(raw: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray
 
 
 def _to_physical(values: np.ndarray, valid: np.ndarray, info: SensorInfo) -> np.ndarray:
+    """``values * scale + offset`` per band, 0 where not valid, in place on ``values`` (a
+    float32 array :func:`area_average` made for this image alone)."""
     scale = np.array([b.scale for b in info.bands], dtype=np.float32)[:, None, None]
     offset = np.array([b.offset for b in info.bands], dtype=np.float32)[:, None, None]
-    phys = values * scale + offset  # (C, H, W)
-    return np.where(valid[None], phys, np.float32(0.0)).astype(np.float32, copy=False)
+    phys = values if values.dtype == np.float32 else values.astype(np.float32)
+    phys *= scale
+    phys += offset
+    phys[:, ~valid] = 0.0
+    return phys

@@ -353,14 +353,26 @@ def _buckets(images: Sequence[tuple[int, ImageSample]]) -> list[Bucket]:
         out.append(
             Bucket(
                 sensor=sensor,
-                pixels=torch.stack([images[m][1].pixels for m in members]),
-                valid=torch.stack([images[m][1].valid for m in members]),
+                pixels=_stack([images[m][1].pixels for m in members]),
+                valid=_stack([images[m][1].valid for m in members]),
                 wavelengths=first.wavelengths,
                 bandwidths=first.bandwidths,
                 images=torch.tensor(members, dtype=torch.int64),
             )
         )
     return out
+
+
+def _stack(tensors: Sequence[Tensor]) -> Tensor:
+    """``torch.stack``; in a DataLoader worker straight into shared memory, as torch's own
+    ``default_collate`` does: the batch then crosses to the main process without another
+    allocation and copy (the pixel buckets are most of a batch's bytes)."""
+    if get_worker_info() is None:
+        return torch.stack(list(tensors))
+    first = tensors[0]
+    storage = first._typed_storage()._new_shared(len(tensors) * first.numel())
+    out = first.new(storage).resize_(len(tensors), *first.shape)
+    return torch.stack(list(tensors), out=out)
 
 
 def make_loader(
