@@ -144,6 +144,20 @@ def test_missing_and_truncated_cogs_fail_every_chip(tmp_path: Path) -> None:
     assert {o.reason for o in out} <= {"scene_unreadable", "read_error"}  # type: ignore[union-attr]
 
 
+def test_assets_open_at_once_and_the_first_failure_in_band_order_is_named(
+    tmp_path: Path,
+) -> None:
+    # The assets of a scene are opened concurrently; which failure is reported must not
+    # depend on which open finished first.
+    scene = build_scene(tmp_path, "two")
+    for name in ("MSS4.tif", "MSS2.tif"):
+        (tmp_path / "two" / name).unlink()
+    for _ in range(3):
+        out = read_scene_chips(scene, GF2, [_req("c", ORIGIN[0], ORIGIN[1], 256.0, 8.0)])
+        assert isinstance(out[0], ChipFailure) and out[0].reason == "scene_unreadable"
+        assert "MSS2.tif" in out[0].detail and "MSS4.tif" not in out[0].detail
+
+
 def test_qa_of_wrong_shape_fails_chips(tmp_path: Path) -> None:
     scene = build_scene(tmp_path, "qa")
     t = Affine(4.0, 0, ORIGIN[0], 0, -4.0, ORIGIN[1])
