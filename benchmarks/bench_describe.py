@@ -10,8 +10,9 @@ by the server, not estimated), for the same chips (every image of a sample of gr
 
 Targets (issue 4): describe >= 3x the raw loop and >= 1.5x odc-stac in chips/s; bytes per
 described chip <= 0.15 of the raw full-resolution loop's bytes for the same chip; the 1 -> 2
-worker speed-up is reported. References run in a fresh process each, so no GDAL cache is
-shared between measurements.
+worker speed-up is reported, and CPU seconds beside wall time (describe: its worker
+processes and the client; the references: their process). References run in a fresh process
+each, so no GDAL cache is shared between measurements.
 
 Run: ``.venv/bin/python benchmarks/bench_describe.py [--quick] [--preset P] [--groups N]``
 (``--quick``: the tiny world; default: the ``bench`` world if it is built in the cache, else
@@ -33,6 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 import rasterio
 import rasterio.warp
 from rasterio.windows import Window, from_bounds
@@ -107,9 +109,15 @@ def _gdal_env() -> dict[str, Any]:
     return {k: int(v) if v.isdigit() else v for k, v in worker_env().items()}
 
 
-def raw_loop(jobs: list[Job]) -> float:
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system, all threads) of the calling process."""
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system)
+
+
+def raw_loop(jobs: list[Job]) -> tuple[float, float]:
     """Full-resolution windowed reads of every chip's window, band files opened per chip."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     with rasterio.Env(**_gdal_env()):
         for job in jobs:
             for _, href, index in job.hrefs:
@@ -120,17 +128,17 @@ def raw_loop(jobs: list[Job]) -> float:
                     win = from_bounds(*b, transform=ds.transform).round_offsets().round_lengths()
                     win = win.intersection(Window(0, 0, ds.width, ds.height))
                     ds.read(index, window=win)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu_seconds() - c0
 
 
-def odc_loop(jobs: list[Job]) -> float:
+def odc_loop(jobs: list[Job]) -> tuple[float, float]:
     """``odc.stac.load`` of every chip on the describe grid, one call per chip."""
     import odc.stac
     import pystac
     from odc.geo.geobox import GeoBox
 
     items = {j.item_path: pystac.Item.from_file(j.item_path) for j in jobs}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     with rasterio.Env(**_gdal_env()):
         for job in jobs:
             urls = {Path(h).name: h for _, h, _ in job.hrefs}
@@ -144,13 +152,13 @@ def odc_loop(jobs: list[Job]) -> float:
                 resampling=resampling,
                 patch_url=lambda u, urls=urls: urls.get(Path(u).name, u),  # type: ignore[misc]
             ).load()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu_seconds() - c0
 
 
-def _in_fresh_process(fn: Any, jobs: list[Job]) -> float:
+def _in_fresh_process(fn: Any, jobs: list[Job]) -> tuple[float, float]:
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        seconds: float = pool.apply(fn, (jobs,))
-    return seconds
+        seconds, cpu = pool.apply(fn, (jobs,))
+    return float(seconds), float(cpu)
 
 
 # -- describe --------------------------------------------------------------------------------
@@ -160,7 +168,8 @@ def describe(
     groups: list[ImageGroup],
     workers: int,
     settings: DescribeConfig,
-) -> float:
+) -> tuple[float, float]:
+    """Wall seconds of the stage and CPU seconds of its workers and the client."""
     shutil.rmtree(root, ignore_errors=True)
     cfg = RunConfig(run_dir=str(root), dask=DaskConfig(workers=workers), describe=settings)
     run = RunDir(root, cfg)
@@ -168,11 +177,13 @@ def describe(
     run.write_table("groups.parquet", groups_to_frame(groups), stage="group")
     with dask_client(cfg.dask, quiet=True) as client:
         client.run(importlib.import_module, "terracorpus.pipelines.stages.describe")
+        c0 = sum(client.run(_cpu_seconds).values()) + _cpu_seconds()
         t0 = time.perf_counter()
         summary = run_describe(cfg, run, client)
         seconds = time.perf_counter() - t0
+        cpu = sum(client.run(_cpu_seconds).values()) + _cpu_seconds() - c0
     print(f"describe ({workers} worker(s)): {summary}", file=sys.stderr)
-    return seconds
+    return seconds, cpu
 
 
 def _mark(ok: bool) -> str:
@@ -203,33 +214,42 @@ def main(argv: list[str] | None = None) -> int:
         used = sorted({m.scene_id for g in groups for m in g.members})
         jobs = _jobs(groups, served, world, settings)
         n = len(jobs)
-        results: dict[str, tuple[float, int, int]] = {}
+        results: dict[str, tuple[float, int, int, float]] = {}
         for workers in (2, 1):
             server.reset_counters()
-            t = describe(
+            t, cpu = describe(
                 Path(tmp) / f"run{workers}", [served[i] for i in used], groups, workers, settings
             )
-            results[f"describe {workers}w"] = (t, server.bytes_sent, sum(server.requests.values()))
+            requests = sum(server.requests.values())
+            results[f"describe {workers}w"] = (t, server.bytes_sent, requests, cpu)
         for name, fn in (("raw full-res loop", raw_loop), ("odc.stac.load", odc_loop)):
             server.reset_counters()
-            t = _in_fresh_process(fn, jobs)
-            results[name] = (t, server.bytes_sent, sum(server.requests.values()))
+            t, cpu = _in_fresh_process(fn, jobs)
+            results[name] = (t, server.bytes_sent, sum(server.requests.values()), cpu)
             print(f"{name}: done", file=sys.stderr)
     _report(results, n, len(groups), settings.descriptor_size)
     return 0
 
 
-def _report(results: dict[str, tuple[float, int, int]], n: int, n_groups: int, size: int) -> None:
+def _report(
+    results: dict[str, tuple[float, int, int, float]], n: int, n_groups: int, size: int
+) -> None:
     print(
         f"\n{n} chips of {n_groups} groups, descriptor grid {size} px; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
     )
-    print(f"{'method':<22}{'seconds':>9}{'chips/s':>9}{'KB/chip':>9}{'req/chip':>9}")
-    for name, (t, b, r) in results.items():
-        print(f"{name:<22}{t:>9.2f}{n / t:>9.1f}{b / n / 1e3:>9.1f}{r / n:>9.1f}")
-    d2, b2, _ = results["describe 2w"]
-    d1, _, _ = results["describe 1w"]
-    raw, braw, _ = results["raw full-res loop"]
-    odc, _, _ = results["odc.stac.load"]
+    print(
+        f"{'method':<22}{'seconds':>9}{'chips/s':>9}{'KB/chip':>9}{'req/chip':>9}"
+        f"{'cpu s':>8}{'cpu ms/chip':>12}"
+    )
+    for name, (t, b, r, c) in results.items():
+        print(
+            f"{name:<22}{t:>9.2f}{n / t:>9.1f}{b / n / 1e3:>9.1f}{r / n:>9.1f}"
+            f"{c:>8.2f}{c / n * 1e3:>12.2f}"
+        )
+    d2, b2, _, c2 = results["describe 2w"]
+    d1, _, _, _ = results["describe 1w"]
+    raw, braw, _, craw = results["raw full-res loop"]
+    odc, _, _, _ = results["odc.stac.load"]
     rows = [
         (
             "chips/s vs raw full-res loop (2 workers)",
@@ -252,6 +272,7 @@ def _report(results: dict[str, tuple[float, int, int]], n: int, n_groups: int, s
             b2 / braw <= TARGET_BYTES,
         ),
         ("speed-up 1 -> 2 workers", d1 / d2, "(report)", None),
+        ("cpu per chip: raw loop / describe 2w", craw / c2, "(report)", None),
     ]
     print(f"\n{'measure':<44}{'value':>8}  {'target':<10}result")
     for name, value, target, ok in rows:

@@ -144,8 +144,9 @@ def plan_batches(
     """Cut every group's images into per-scene batches, in a stable order with stable keys."""
     by_id = {s.id: s for s in scenes}
     per_scene: dict[str, list[ChipJob]] = {}
+    to_lonlat: dict[str, pyproj.Transformer] = {}  # one per CRS: building one takes ms
     for g in groups:
-        lon, lat = _centre_lonlat(g)
+        lon, lat = _centre_lonlat(g, to_lonlat)
         for m in g.members:
             if m.scene_id not in by_id:
                 raise StageError(
@@ -171,9 +172,13 @@ def plan_batches(
     return batches
 
 
-def _centre_lonlat(g: ImageGroup) -> tuple[float, float]:
+def _centre_lonlat(
+    g: ImageGroup, transformers: dict[str, pyproj.Transformer]
+) -> tuple[float, float]:
     minx, miny, maxx, maxy = g.bounds
-    tr = pyproj.Transformer.from_crs(g.crs, "EPSG:4326", always_xy=True)
+    tr = transformers.get(g.crs)
+    if tr is None:
+        tr = transformers[g.crs] = pyproj.Transformer.from_crs(g.crs, "EPSG:4326", always_xy=True)
     lon, lat = tr.transform((minx + maxx) / 2, (miny + maxy) / 2)
     return float(lon), float(lat)
 
