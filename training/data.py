@@ -370,7 +370,8 @@ def _stack(tensors: Sequence[Tensor]) -> Tensor:
     if get_worker_info() is None:
         return torch.stack(list(tensors))
     first = tensors[0]
-    storage = first._typed_storage()._new_shared(len(tensors) * first.numel())
+    numel = len(tensors) * first.numel()
+    storage = first._typed_storage()._new_shared(numel)  # type: ignore[no-untyped-call]
     out = first.new(storage).resize_(len(tensors), *first.shape)
     return torch.stack(list(tensors), out=out)
 
