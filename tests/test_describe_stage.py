@@ -42,11 +42,17 @@ from terracorpus.curation.groups import (
     groups_to_frame,
 )
 from terracorpus.pipelines.cluster import dask_client
-from terracorpus.pipelines.config import DaskConfig, RunConfig
+from terracorpus.pipelines.config import DaskConfig, DescribeConfig, RunConfig
 from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.httpserve import RangeServer
 from terracorpus.pipelines.rundir import RunDir
-from terracorpus.pipelines.stages.describe import SCHEMA, descriptor_layout, run_describe
+from terracorpus.pipelines.stages.describe import (
+    SCHEMA,
+    describe_batch,
+    descriptor_layout,
+    plan_batches,
+    run_describe,
+)
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -361,3 +367,26 @@ def test_strict_mode_stops_with_a_clear_message(
     ):
         run_describe(strict, run, client)
     assert not run.path("chips.parquet").exists()
+
+
+def test_full_resolution_reads_naip_at_its_own_grid_not_the_registry_gsd(tmp_path: Path) -> None:
+    # The registry's NAIP GSD is 0.6 m; a scene delivered at 1 m must be read at 1 m.
+    naip = builtin_registry().get("naip")
+    scene = build_scene(tmp_path, "n1m", sensor=naip, size_m=256.0, gsd_scale=1 / 0.6)
+    scene = replace(scene, bands=tuple((n, replace(r, band_index=1)) for n, r in scene.bands))
+    assert scene.gsd == pytest.approx(1.0) and naip.bands[0].gsd == pytest.approx(0.6)
+    x0, y0 = 500_000.0, 4_600_000.0
+    when = datetime(2021, 6, 1, tzinfo=UTC)
+    footprint = shapely.to_wkb(shapely.box(-93.0, 41.5, -92.99, 41.51))
+    group = ImageGroup(
+        "g", scene.id, "naip", "EPSG:32615", (x0, y0 - 128.0, x0 + 128.0, y0), footprint,
+        (0, 0, 128, 128), 1.0, (Member(scene.id, "naip", when, 0.0, 1.0, None, "anchor"),),
+    )  # fmt: skip
+    cfg = DescribeConfig(full_resolution=True)
+    (batch,) = plan_batches([group], [scene], builtin_registry(), cfg, tmp_path)
+    assert batch.read_gsd == pytest.approx(1.0)
+    result = describe_batch(batch)
+    assert result.rows == 1 and not result.failures
+    row = pd.read_parquet(batch.path).iloc[0]
+    assert row["read_gsd"] == pytest.approx(1.0) and row["overview_level"] == -1
+    assert list(row["window"]) == [0, 0, 128, 128]
