@@ -19,6 +19,7 @@ from terracorpus.training.corpus import open_corpus
 from terracorpus.training.data import Bucket, DataConfig, collate_groups, load_group
 from terracorpus.training.errors import (
     CheckpointError,
+    ProbeError,
     RunDirError,
     TrainConfigError,
     TrainingError,
@@ -31,7 +32,7 @@ from terracorpus.training.model import (
     a2mae_tiny,
     model_args,
 )
-from terracorpus.training.probe import anchor_labels, fit_probes, probe
+from terracorpus.training.probe import anchor_labels, few_label_scores, fit_probes, probe
 from terracorpus.training.testing import write_synthetic_corpus
 from terracorpus.training.trainer import get_lr, load_checkpoint, train
 
@@ -248,6 +249,19 @@ def test_fit_probes_separates_separable_features() -> None:
     assert result.linear_accuracy == 1.0 and result.knn_macro_f1 == 1.0
     pooled = fit_probes(feats, labels, split, folds=5)
     assert pooled.n_val == 60 and pooled.linear_accuracy == 1.0
+
+
+def test_few_label_probe_trains_on_shots_per_class_and_scores_the_rest() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.repeat([0, 1, 2], 20), [3, 3], [-1] * 5]  # class 3 too rare, 5 unknown
+    feats = rng.normal(0, 0.1, (67, 5)) + np.eye(5)[labels.clip(0)] * 3
+    result = few_label_scores(feats, labels, shots=4, repeats=3)
+    assert (result.n_train, result.n_val, result.n_classes) == (12, 48, 3)
+    assert result.linear_macro_f1 == 1.0 and result.knn_accuracy > 0.9
+    noise = few_label_scores(rng.normal(size=(67, 5)), labels, shots=4, repeats=3)
+    assert noise.linear_macro_f1 < 0.7  # nothing to learn: about chance
+    with pytest.raises(ProbeError, match="fewer than 2 classes"):
+        few_label_scores(feats, labels, shots=20)
 
 
 def test_cli_train_export_probe_and_bad_input(corpus: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ by an inner cross-validation on the training groups, and a kNN classifier.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -126,12 +127,49 @@ def fit_probes(
     return _scores(labels[val], preds, int(train.sum()), int(val.sum()), labels[known])
 
 
+def few_label_scores(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    shots: int,
+    repeats: int = 10,
+    k: int = 5,
+    seed: int = 0,
+) -> ProbeResult:
+    """Label efficiency: probes trained on ``shots`` labelled groups per class (classes with
+    fewer are left out), scored on every other labelled group; scores averaged over
+    ``repeats`` random draws. This is the regime a pre-trained encoder is for: few labels."""
+    known = labels >= 0
+    x, y = features[known], labels[known]
+    counts = np.bincount(y)
+    classes = np.flatnonzero(counts > shots)
+    if len(classes) < 2:
+        raise ProbeError(f"fewer than 2 classes have more than {shots} labelled groups")
+    rng = np.random.default_rng(seed)
+    runs: list[ProbeResult] = []
+    for r in range(repeats):
+        train = np.concatenate(
+            [rng.choice(np.flatnonzero(y == c), size=shots, replace=False) for c in classes]
+        )
+        val = np.setdiff1d(np.flatnonzero(np.isin(y, classes)), train)
+        preds = _fit_predict(x[train], y[train], x[val], min(k, shots), seed + r)
+        runs.append(_scores(y[val], preds, len(train), len(val), y[np.isin(y, classes)]))
+    mean = {f: float(np.mean([getattr(r, f) for r in runs])) for f in _SCORES}
+    return ProbeResult(runs[0].n_train, runs[0].n_val, len(classes), **mean)
+
+
+_SCORES = ("linear_accuracy", "linear_macro_f1", "knn_accuracy", "knn_macro_f1")
+
+
 def _cross_validate(x: np.ndarray, y: np.ndarray, *, k: int, seed: int, folds: int) -> ProbeResult:
     _check_enough(y, len(y))
     n_splits = max(2, min(folds, int(np.bincount(y).max())))
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     preds = {"linear": np.zeros_like(y), "knn": np.zeros_like(y)}
-    for tr, va in splitter.split(x, y):
+    with warnings.catch_warnings():  # a class rarer than the folds is simply absent from some
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        splits = list(splitter.split(x, y))
+    for tr, va in splits:
         for name, pred in _fit_predict(x[tr], y[tr], x[va], k, seed).items():
             preds[name][va] = pred
     return _scores(y, preds, len(y) - len(y) // n_splits, len(y), y)
@@ -157,7 +195,9 @@ def _linear_probe(y_tr: np.ndarray, seed: int) -> Any:
     if counts[counts > 0].min() < 3:
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, random_state=seed))
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
-    cv = LogisticRegressionCV(Cs=list(PROBE_CS), cv=folds, max_iter=3000, random_state=seed)
+    cv = LogisticRegressionCV(
+        Cs=list(PROBE_CS), cv=folds, scoring="neg_log_loss", max_iter=3000, random_state=seed
+    )
     return make_pipeline(StandardScaler(), cv)
 
 
@@ -166,9 +206,13 @@ def _fit_predict(
 ) -> dict[str, np.ndarray]:
     linear = _linear_probe(y_tr, seed)
     knn = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(k, len(y_tr))))
-    return {
-        name: clf.fit(x_tr, y_tr).predict(x_va) for name, clf in (("linear", linear), ("knn", knn))
-    }
+    with warnings.catch_warnings():
+        # scikit-learn >= 1.9 announces changes of LogisticRegressionCV defaults we do not use
+        warnings.simplefilter("ignore", FutureWarning)
+        return {
+            name: clf.fit(x_tr, y_tr).predict(x_va)
+            for name, clf in (("linear", linear), ("knn", knn))
+        }
 
 
 def _scores(

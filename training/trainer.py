@@ -113,6 +113,8 @@ def _run(
 ) -> TrainResult:
     args = _model_args(cfg, ckpt)
     _seed_everything(cfg.seed + env.rank)
+    if cfg.cpu_threads is not None:
+        torch.set_num_threads(cfg.cpu_threads)
     model = A2MAE(args).to(env.device)
     optimizer = _optimizer(model, cfg, env)
     start_step = 0
