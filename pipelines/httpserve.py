@@ -172,6 +172,12 @@ def _parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (GDAL cancels range reads it no longer needs) is not an error
+        worth a traceback on the server's stderr; anything else is."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
     def __init__(self, root: Path, address: tuple[str, int]) -> None:
         super().__init__(address, _Handler)
         self.root = root
