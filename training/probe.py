@@ -127,6 +127,9 @@ def fit_probes(
     return _scores(labels[val], preds, int(train.sum()), int(val.sum()), labels[known])
 
 
+_SCORES = ("linear_accuracy", "linear_macro_f1", "knn_accuracy", "knn_macro_f1")
+
+
 def few_label_scores(
     features: np.ndarray,
     labels: np.ndarray,
@@ -145,20 +148,18 @@ def few_label_scores(
     classes = np.flatnonzero(counts > shots)
     if len(classes) < 2:
         raise ProbeError(f"fewer than 2 classes have more than {shots} labelled groups")
+    in_classes = np.isin(y, classes)
     rng = np.random.default_rng(seed)
     runs: list[ProbeResult] = []
     for r in range(repeats):
         train = np.concatenate(
             [rng.choice(np.flatnonzero(y == c), size=shots, replace=False) for c in classes]
         )
-        val = np.setdiff1d(np.flatnonzero(np.isin(y, classes)), train)
+        val = np.setdiff1d(np.flatnonzero(in_classes), train)
         preds = _fit_predict(x[train], y[train], x[val], min(k, shots), seed + r)
-        runs.append(_scores(y[val], preds, len(train), len(val), y[np.isin(y, classes)]))
+        runs.append(_scores(y[val], preds, len(train), len(val), y[in_classes]))
     mean = {f: float(np.mean([getattr(r, f) for r in runs])) for f in _SCORES}
     return ProbeResult(runs[0].n_train, runs[0].n_val, len(classes), **mean)
-
-
-_SCORES = ("linear_accuracy", "linear_macro_f1", "knn_accuracy", "knn_macro_f1")
 
 
 def _cross_validate(x: np.ndarray, y: np.ndarray, *, k: int, seed: int, folds: int) -> ProbeResult:
