@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import yaml
@@ -215,10 +216,8 @@ def demo_corpora(run: Path, work: Path, seed: int = 0) -> tuple[Path, Path]:
     return probe_run, subset_run
 
 
-def pa_table(frame: pd.DataFrame, like: Any) -> Any:
+def pa_table(frame: pd.DataFrame, like: pa.Table) -> pa.Table:
     """``frame`` as an Arrow table with the schema (and run metadata) of ``like``."""
-    import pyarrow as pa
-
     return pa.Table.from_pandas(frame, schema=like.schema, preserve_index=False)
 
 
@@ -287,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         trained = pretrain(corpus, work / "main", pre_steps, a.batch, a.patch_px, a.max_image_px)
         torch.manual_seed(0)
         random_model = A2MAE(trained.args)
-        score = lambda m: probe_scores(m, probe_reader, a.max_image_px, folds, a.seeds)  # noqa: E731
+
+        def score(model: A2MAE) -> dict[str, float]:
+            return probe_scores(model, probe_reader, a.max_image_px, folds, a.seeds)
+
         scores = {"random weights": score(random_model), "pre-trained (curated)": score(trained)}
         print(f"  {'encoder':<28} {'lin acc':>8} {'lin F1':>8} {'kNN acc':>8} {'kNN F1':>8} "
               f"{f'{SHOTS}-shot F1':>10}")  # fmt: skip
