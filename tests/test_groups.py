@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,14 +13,17 @@ import pyproj
 import pytest
 import shapely
 from click.testing import CliRunner
+from numpy.typing import NDArray
 
 from terracorpus.catalogs.frames import scenes_to_frame
 from terracorpus.catalogs.scene import SceneRecord
+from terracorpus.curation.diversity import Candidates, Rules, Selection
 from terracorpus.curation.errors import GroupingError
 from terracorpus.curation.groups import (
     AllPairsIndex,
     GroupParams,
     ImageGroup,
+    MemberRule,
     build_groups,
     group_id,
     groups_from_frame,
@@ -295,6 +298,51 @@ def test_all_pairs_reference_gives_the_same_groups() -> None:
     scenes = _world(11.95, 45.0, ls_crs="EPSG:32633")
     params = GroupParams(chip_size_m=960.0)
     assert build_groups(scenes, params, index=AllPairsIndex) == build_groups(scenes, params)
+
+
+def _nearest_date(
+    anchor_sensor: int,
+    anchor_features: NDArray[np.float64],
+    candidates: Candidates,
+    sensor_order: Sequence[int],
+    rules: Rules,
+    cover: Callable[[int], float],
+) -> Selection:
+    """A user's member rule: per other sensor, the nearest date that covers the chip."""
+    dist = np.linalg.norm(candidates.features - anchor_features, axis=1)
+    picked: list[tuple[int, float]] = []
+    tested: list[tuple[int, bool]] = []
+    for s in sensor_order:
+        ks = np.flatnonzero(candidates.sensor == s) if s != anchor_sensor else []
+        for k in sorted(ks, key=lambda k: (dist[k], k)):
+            f = cover(int(k))
+            tested.append((int(k), f >= rules.min_coverage))
+            if f >= rules.min_coverage:
+                picked.append((int(k), f))
+                break
+    return Selection(picked=tuple(picked), tested=tuple(tested))
+
+
+def test_member_rule_is_a_name_or_a_callable() -> None:
+    scenes = _world(15.0, 45.0)
+    params = GroupParams(chip_size_m=960.0)
+    spread = build_groups(scenes, params)
+    assert build_groups(scenes, params, members="spread") == spread
+    rule: MemberRule = _nearest_date
+    nearest = [g for g in build_groups(scenes, params, members=rule) if g.anchor_sensor == S2]
+    assert nearest and nearest != [g for g in spread if g.anchor_sensor == S2]
+    for g in nearest:
+        assert g.members[0].sensor == S2 and sorted(g.sensors[1:]) == sorted([LS, S1])
+        assert len(g.members) == 3
+        for m in g.members[1:]:
+            # Any scene of that sensor holding the whole chip would pass: none is nearer.
+            holding = [
+                s for s in scenes if s.sensor == m.sensor and s.footprint.contains(g.footprint)
+            ]
+            best = min(abs((s.datetime - g.members[0].datetime).total_seconds()) for s in holding)
+            assert abs(m.time_gap_days * 86400) <= best + 1
+    with pytest.raises(GroupingError, match=r"unknown member rule 'nearest'.*spread"):
+        build_groups(scenes, params, members="nearest")
 
 
 def test_frame_round_trip_through_parquet(tmp_path: Path) -> None:
