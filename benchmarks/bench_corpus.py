@@ -53,6 +53,7 @@ from terracorpus.pipelines.cluster import dask_client
 from terracorpus.pipelines.config import CorpusConfig, DaskConfig, RunConfig
 from terracorpus.pipelines.corpus import MemoryImage, plan_corpus, write_arrays
 from terracorpus.pipelines.corpus.codecs import CODECS, compressors
+from terracorpus.pipelines.corpus.labels import WorldLabeller
 from terracorpus.pipelines.corpus.plan import CorpusPlan, SensorLayout
 from terracorpus.pipelines.rundir import RunDir
 from terracorpus.pipelines.stages.materialize import (
@@ -114,7 +115,8 @@ def build_run(cache: Path, preset: str) -> tuple[RunConfig, RunDir, float | None
     run.write_table("groups.parquet", groups_to_frame(groups), stage="group")
     run.write_table("selection.parquet", selection, stage="dedup")
     with dask_client(DaskConfig(workers=2), quiet=True) as client:
-        seconds, _ = _timed(lambda: run_materialize(cfg, run, client))
+        labeller = WorldLabeller(str(world.out))
+        seconds, _ = _timed(lambda: run_materialize(cfg, run, client, labeller=labeller))
     return cfg, run, seconds
 
 

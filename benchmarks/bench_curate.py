@@ -20,6 +20,7 @@ import psutil
 
 from terracorpus.catalogs.server import StacServer
 from terracorpus.catalogs.world.testing import cached_world
+from terracorpus.pipelines.corpus.labels import WorldLabeller
 from terracorpus.pipelines.curate import STAGE_NAMES, curate
 from terracorpus.pipelines.demo import PRESETS, DemoPreset, demo_run_config
 
@@ -44,7 +45,7 @@ def run_once(
     cfg = cfg.model_copy(update={"dask": cfg.dask.model_copy(update={"workers": workers})})
     cpu0 = _tree_cpu_seconds()
     t0 = time.perf_counter()
-    result = curate(cfg, echo=lambda s: None)
+    result = curate(cfg, echo=lambda s: None, labeller=WorldLabeller(str(world.out)))
     wall = time.perf_counter() - t0
     stages = {s.name: s.seconds for s in result.stages}
     stages["total"] = wall

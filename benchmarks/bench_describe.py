@@ -47,9 +47,9 @@ from terracorpus.catalogs.world.testing import cached_world
 from terracorpus.curation.groups import GroupParams, ImageGroup, build_groups, groups_to_frame
 from terracorpus.pipelines.cluster import dask_client, worker_env
 from terracorpus.pipelines.config import DaskConfig, DescribeConfig, RunConfig
-from terracorpus.pipelines.httpserve import RangeServer
 from terracorpus.pipelines.rundir import RunDir
 from terracorpus.pipelines.stages.describe import read_gsd, run_describe
+from terracorpus.pipelines.testing.httpserve import RangeServer
 
 CACHE = Path(tempfile.gettempdir()) / "terracorpus-bench"
 TARGET_RAW, TARGET_ODC, TARGET_BYTES = 3.0, 1.5, 0.15

@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from terracorpus.pipelines.cluster import dask_client
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.rundir import RunDir
+
+if TYPE_CHECKING:  # the stages' own modules load when they run
+    from terracorpus.pipelines.corpus.scenes import Labeller
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class Stage:
     outputs: tuple[str, ...]
     target: str  # "module:function"; function(config, run[, client]) -> summary
     needs_client: bool = False
+    takes_labeller: bool = False  # function(..., labeller=...): writes class labels
 
     def load(self) -> Callable[..., Any]:
         module, func = self.target.split(":")
@@ -60,6 +64,7 @@ STAGES: tuple[Stage, ...] = (
         ("corpus.zarr",),  # with its manifest.parquet and collection.json beside it
         "terracorpus.pipelines.stages.materialize:run_materialize",
         needs_client=True,
+        takes_labeller=True,
     ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -131,6 +136,7 @@ def curate(
     until: str | None = None,
     allow_mixed: bool = False,
     echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    labeller: Labeller | None = None,
 ) -> CurateResult:
     """Run the curation stages in ``config.run_dir``, skipping those already current.
 
@@ -140,6 +146,8 @@ def curate(
         until: stop after this stage.
         allow_mixed: accept artifacts made with another config.
         echo: where one-line stage reports go.
+        labeller: class labels for the corpus's groups (None: no labels); the demo passes
+            its world's.
     """
     _check_names([*force, *([until] if until else [])])
     run = RunDir(config.run_dir, config, allow_mixed=allow_mixed)
@@ -159,7 +167,8 @@ def curate(
                 client = stack.enter_context(dask_client(config.dask))
             echo(f"[{stage.name}] running")
             t0 = time.perf_counter()
-            summary = fn(config, run, client) if stage.needs_client else fn(config, run)
+            args = (config, run, client) if stage.needs_client else (config, run)
+            summary = fn(*args, labeller=labeller) if stage.takes_labeller else fn(*args)
             seconds = time.perf_counter() - t0
             run.record_timing(stage.name, seconds)
             log.info("stage %s finished in %.1f s: %s", stage.name, seconds, summary)

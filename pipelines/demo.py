@@ -24,6 +24,7 @@ import yaml
 from terracorpus.catalogs.server import StacServer
 from terracorpus.catalogs.world import create_world
 from terracorpus.pipelines.config import RunConfig, parse_config
+from terracorpus.pipelines.corpus.labels import WorldLabeller
 from terracorpus.pipelines.curate import curate
 from terracorpus.pipelines.errors import PipelineError, StageError
 from terracorpus.pipelines.report import write_report
@@ -121,7 +122,7 @@ def run_demo(
         cfg = demo_run_config(world, server.url, run_dir, preset)
         (out / "run.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         t = time.perf_counter()
-        curate(cfg, echo=echo)
+        curate(cfg, echo=echo, labeller=WorldLabeller(str(world.out)))
         result.timings["curate"] = time.perf_counter() - t
 
     train_dir = out / "train"

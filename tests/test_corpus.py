@@ -25,11 +25,12 @@ from terracorpus.pipelines.corpus import (
 )
 from terracorpus.pipelines.corpus.codecs import CODECS
 from terracorpus.pipelines.corpus.location import CorpusLocation
-from terracorpus.pipelines.corpus.memory import MemoryReader, synthetic_inputs
+from terracorpus.pipelines.corpus.memory import MemoryReader
 from terracorpus.pipelines.corpus.plan import ImageSpec, SensorLayout, split_of
 from terracorpus.pipelines.corpus.shards import ShardPixels, image_sha256
 from terracorpus.pipelines.corpus.writer import Provenance, write_corpus
 from terracorpus.pipelines.errors import CorpusError
+from terracorpus.pipelines.testing.corpora import synthetic_inputs
 
 S2, LS = "sentinel-2-l2a", "landsat-oli-c2-l2"
 SHARD_MB = 0.15  # a few images per shard, so shards, partial shards and appends all occur

@@ -19,7 +19,7 @@ from terracorpus.pipelines.corpus import (
     validate_corpus,
     write_corpus,
 )
-from terracorpus.pipelines.corpus.memory import synthetic_inputs
+from terracorpus.pipelines.testing.corpora import synthetic_inputs
 
 N_GROUPS, SHARD_MB = 12, 0.07
 
@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     from dataclasses import dataclass
     from pathlib import Path
     from terracorpus.pipelines.corpus import CorpusLocation, MemoryReader, Provenance, plan_corpus, write_corpus
-    from terracorpus.pipelines.corpus.memory import synthetic_inputs
+    from terracorpus.pipelines.testing.corpora import synthetic_inputs
 
     @dataclass(frozen=True)
     class Slow(MemoryReader):

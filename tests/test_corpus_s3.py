@@ -21,8 +21,8 @@ from terracorpus.pipelines.corpus import (
     write_arrays,
     write_corpus,
 )
-from terracorpus.pipelines.corpus.memory import synthetic_inputs
 from terracorpus.pipelines.errors import CorpusError
+from terracorpus.pipelines.testing.corpora import synthetic_inputs
 
 BUCKET = "terracorpus-test"
 

@@ -20,7 +20,6 @@ from describe_builders import (
 
 from terracorpus.catalogs.scene import AssetRef
 from terracorpus.catalogs.sensors import builtin_registry
-from terracorpus.pipelines.httpserve import RangeServer
 from terracorpus.pipelines.pixels import (
     ChipFailure,
     ChipPixels,
@@ -29,6 +28,7 @@ from terracorpus.pipelines.pixels import (
     read_scene_chips,
     scene_window,
 )
+from terracorpus.pipelines.testing.httpserve import RangeServer
 
 GF2 = builtin_registry().get("gaofen-2-pms")
 ORIGIN = (500_000.0, 4_600_000.0)

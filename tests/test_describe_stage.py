@@ -44,7 +44,6 @@ from terracorpus.curation.groups import (
 from terracorpus.pipelines.cluster import dask_client
 from terracorpus.pipelines.config import DaskConfig, DescribeConfig, RunConfig
 from terracorpus.pipelines.errors import StageError
-from terracorpus.pipelines.httpserve import RangeServer
 from terracorpus.pipelines.rundir import RunDir
 from terracorpus.pipelines.stages.describe import (
     SCHEMA,
@@ -53,6 +52,7 @@ from terracorpus.pipelines.stages.describe import (
     plan_batches,
     run_describe,
 )
+from terracorpus.pipelines.testing.httpserve import RangeServer
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from terracorpus.pipelines.rundir import RunDir, config_for
+
+if TYPE_CHECKING:
+    from terracorpus.pipelines.corpus.scenes import Labeller
 
 
 def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -38,6 +41,34 @@ _storage_option = click.option(
 )
 
 
+def _world_labeller(
+    ctx: click.Context, param: click.Parameter, value: Path | None
+) -> Labeller | None:
+    """The demo world's labeller for ``--world-labels DIR`` (imported only when asked)."""
+    if value is None:
+        return None
+    from terracorpus.catalogs.world.truth import WORLD_FILE
+    from terracorpus.pipelines.corpus.labels import WorldLabeller
+
+    if not (value / WORLD_FILE).is_file():
+        raise click.BadParameter(
+            f"{value} has no {WORLD_FILE}; give the directory `terracorpus world` wrote",
+            ctx=ctx,
+            param=param,
+        )
+    return WorldLabeller(str(value))
+
+
+world_labels_option = click.option(
+    "--world-labels",
+    "labeller",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    callback=_world_labeller,
+    metavar="WORLD_DIR",
+    help="Label each group with its majority land-cover class from this demo world's truth.",
+)
+
+
 @click.command("materialize")
 @click.option("--run-dir", required=True, help="Run directory with scenes, groups and selection.")
 @click.option(
@@ -53,6 +84,7 @@ _storage_option = click.option(
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image.")
 @click.option("--allow-mixed", is_flag=True, help="Accept inputs made with another config.")
 @_storage_option
+@world_labels_option
 def materialize_cmd(
     run_dir: str,
     config_path: Path | None,
@@ -63,6 +95,7 @@ def materialize_cmd(
     strict: bool,
     allow_mixed: bool,
     storage_pairs: tuple[str, ...],
+    labeller: Labeller | None,
 ) -> None:
     """Write the kept groups' full-resolution pixels as a sharded Zarr corpus.
 
@@ -85,6 +118,7 @@ def materialize_cmd(
             out=out,
             append_to=append_to,
             storage_options=_storage_options(storage_pairs),
+            labeller=labeller,
         )
     click.echo(summary)
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from terracorpus.pipelines.commands.corpus import world_labels_option
 from terracorpus.pipelines.config import RunConfig, load_config
 from terracorpus.pipelines.configdoc import example_config
 from terracorpus.pipelines.curate import STAGE_NAMES, curate
+
+if TYPE_CHECKING:
+    from terracorpus.pipelines.corpus.scenes import Labeller
 
 
 @click.group("config")
@@ -78,6 +83,7 @@ def with_overrides(
     help="Rerun this stage (and the ones after it).",
 )
 @click.option("--allow-mixed", is_flag=True, help="Accept artifacts made with another config.")
+@world_labels_option
 def curate_cmd(
     config_path: Path,
     run_dir: str | None,
@@ -87,6 +93,7 @@ def curate_cmd(
     until: str | None,
     force: tuple[str, ...],
     allow_mixed: bool,
+    labeller: Labeller | None,
 ) -> None:
     """Run search → group → describe → dedup → materialize into one run directory.
 
@@ -99,7 +106,9 @@ def curate_cmd(
         workers=workers,
         strict=strict,
     )
-    result = curate(cfg, force=force, until=until, allow_mixed=allow_mixed, echo=click.echo)
+    result = curate(
+        cfg, force=force, until=until, allow_mixed=allow_mixed, echo=click.echo, labeller=labeller
+    )
     ran = [s.name for s in result.stages if s.status == "ran"]
     click.echo(
         f"curate: {result.run_dir} ({len(ran)} stage(s) ran, {result.failures} failure(s) "

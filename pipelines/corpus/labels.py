@@ -1,9 +1,11 @@
-"""Land-cover labels for demo-world corpora (the optional ``label`` array the probe uses).
+"""Land-cover labels from a demo world (the optional ``label`` array the probe uses).
 
-A demo world keeps a ``world.json`` and its land-cover truth beside its COGs. When the
-scenes' asset hrefs are files inside such a world, each chip gets the majority land-cover
-class of its footprint (:func:`terracorpus.catalogs.world.read_truth`; class 0 is the
-truth's nodata and never wins); chips outside the truth get -1. Other sources get no labels.
+A demo world keeps a ``world.json`` and its land-cover truth beside its COGs.
+:class:`WorldLabeller` gives a chip the majority land-cover class of its footprint
+(:func:`terracorpus.catalogs.world.read_truth`; class 0 is the truth's nodata and never
+wins); chips outside the truth get -1. ``materialize`` writes labels only when its caller
+passes a labeller: the demo and the benchmarks pass this one, ``--world-labels DIR`` on the
+command line does; the production pipeline never imports this module.
 """
 
 from __future__ import annotations

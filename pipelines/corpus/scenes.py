@@ -4,8 +4,8 @@
 :func:`terracorpus.pipelines.pixels.read_scene_chips` (every band asset of a scene opened
 once per task; a scene whose images fall into several shards is opened by each of those
 tasks). Validity is nodata, cloud and cloud shadow from the scene's QA asset
-(:func:`terracorpus.curation.quality.decode_qa`). Demo-world scenes also get the majority
-land-cover class of each chip from the world's truth raster.
+(:func:`terracorpus.curation.quality.decode_qa`). Given a labeller (the demo passes its
+world's), each chip also gets its group's class label.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class SceneChipReader:
         scenes: scene records by id (a shard's reader holds only its own).
         sensors: the sensor registry entries by name.
         strict: raise on the first unreadable chip instead of recording it.
-        labeller: land-cover labels for demo-world chips, or None.
+        labeller: the class label of a group's footprint, or None (no labels).
     """
 
     scenes: Mapping[str, SceneRecord]

@@ -31,7 +31,6 @@ from terracorpus.pipelines.corpus.format import (
     root_attrs,
     values_at,
 )
-from terracorpus.pipelines.corpus.labels import world_labeller
 from terracorpus.pipelines.corpus.location import CorpusLocation
 from terracorpus.pipelines.corpus.plan import (
     CorpusPlan,
@@ -41,7 +40,7 @@ from terracorpus.pipelines.corpus.plan import (
     plan_corpus,
     split_of,
 )
-from terracorpus.pipelines.corpus.scenes import SceneChipReader
+from terracorpus.pipelines.corpus.scenes import Labeller, SceneChipReader
 from terracorpus.pipelines.corpus.writer import Provenance, WriteSummary, write_corpus
 from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.rundir import RunDir
@@ -60,6 +59,7 @@ def run_materialize(
     out: str | None = None,
     append_to: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    labeller: Labeller | None = None,
 ) -> str:
     """Write the corpus of the run's kept groups; returns a one-line summary.
 
@@ -70,6 +70,9 @@ def run_materialize(
         out: where to write the corpus directory (default: the run directory); any fsspec URL.
         append_to: an existing corpus to grow with this run's groups instead.
         storage_options: fsspec options for ``out`` / ``append_to``.
+        labeller: gives each group a class label (the corpus's optional ``label`` array),
+            e.g. the demo world's :class:`~terracorpus.pipelines.corpus.labels.WorldLabeller`;
+            None: no labels.
     """
     target = append_to or out or str(run.root)
     location = CorpusLocation.of(target, storage_options)
@@ -103,7 +106,7 @@ def run_materialize(
         {s.scene_id: scenes[s.scene_id] for s in image_specs},
         {s: registry.get(s) for s in sensors},
         strict=config.strict,
-        labeller=world_labeller(scenes.values()),
+        labeller=labeller,
     )
     summary = write_corpus(
         location,

@@ -5,7 +5,7 @@ answers ``GET``/``HEAD`` with single and multiple byte ranges, counts the bytes 
 the requests it serves, and can be told to answer chosen paths with an error status (404,
 500, ...), so tests can exercise what a flaky object store does.
 
-It runs in a child process (``python -m terracorpus.pipelines.httpserve ROOT``): GDAL calls made through rasterio hold the GIL while they wait
+It runs in a child process (``python -m terracorpus.pipelines.testing.httpserve ROOT``): GDAL calls made through rasterio hold the GIL while they wait
 for the network, so a server thread in the reading process would never get to answer.
 The parent reads the counters and sets failures through a small control path
 (``/_rangeserver/...``) that is not counted.
@@ -200,7 +200,7 @@ class _Server(ThreadingHTTPServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m terracorpus.pipelines.httpserve ROOT [HOST] [PORT]``: serve ROOT.
+    """``python -m terracorpus.pipelines.testing.httpserve ROOT [HOST] [PORT]``: serve ROOT.
 
     Prints ``host port`` on the first line of stdout once listening.
     """
