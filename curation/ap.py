@@ -21,6 +21,7 @@ function the pipeline ships to Dask workers.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -63,6 +64,17 @@ class APParams:
             to the member nearest its cluster's centroid, then reassigns; kept only if the net
             similarity improves); 0 turns it off.
         seed: global seed; each block's seed derives from (seed, level, block id).
+        n_clusters: a target cluster count instead of a fixed preference. Every level below
+            the top summarises its blocks with a block-local preference (the
+            ``level_quantile`` of the block's own weighted similarities), and the top level's
+            preference is searched (bisection on log |p|) until it gives about
+            ``n_clusters`` exemplars; that preference is the one reported. With a fixed
+            preference the cluster count grows with N on overlapping data.
+        level_quantile: quantile of a block's own similarities used as its preference on the
+            levels below the top when ``n_clusters`` is set (0.5: a block of 300 keeps
+            roughly 10-30 exemplars, so the levels reach ``top_size`` in a few steps).
+        assign_threads: threads of the final nearest-exemplar assignment (0: every core this
+            process may use); the result does not depend on it.
     """
 
     damping: float = 0.8
@@ -77,6 +89,9 @@ class APParams:
     collapse_radius: float = 0.0
     refine_rounds: int = 1
     seed: int = 0
+    n_clusters: int | None = None
+    level_quantile: float = 0.5
+    assign_threads: int = 0
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.damping < 1.0:
@@ -89,6 +104,16 @@ class APParams:
             )
         if self.partition_size < 2 or self.top_size < 2:
             raise ClusteringError("partition_size and top_size must be at least 2")
+        if self.n_clusters is not None and self.n_clusters < 1:
+            raise ClusteringError(f"n_clusters must be at least 1, got {self.n_clusters}")
+        if self.n_clusters is not None and self.preference is not None:
+            raise ClusteringError(
+                "give either preference or n_clusters, not both (n_clusters searches the preference)"
+            )
+        if not 0.0 <= self.level_quantile <= 1.0:
+            raise ClusteringError(f"level_quantile must be in [0, 1], got {self.level_quantile}")
+        if self.assign_threads < 0:
+            raise ClusteringError(f"assign_threads must be >= 0, got {self.assign_threads}")
         if self.partitioning not in ("spatial", "random"):
             raise ClusteringError(
                 f"partitioning must be 'spatial' or 'random', not {self.partitioning!r}"
@@ -97,7 +122,11 @@ class APParams:
 
 @dataclass(frozen=True)
 class BlockInput:
-    """One block of points to cluster; ``centroid``/``weight`` None means unweighted chips."""
+    """One block of points to cluster; ``centroid``/``weight`` None means unweighted chips.
+
+    ``local_quantile`` set: the block's preference is the larger of ``preference`` and that
+    quantile of the block's own off-diagonal similarities (a summary level of the hierarchy).
+    """
 
     level: int
     block_id: int
@@ -105,6 +134,7 @@ class BlockInput:
     preference: float
     centroid: F32 | None = None  # (n, D) mu_i
     weight: F32 | None = None  # (n,) n_i
+    local_quantile: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +151,7 @@ class BlockOutput:
     note: str = ""
     dampings_tried: tuple[float, ...] = field(default_factory=tuple)
     seconds: float = 0.0
+    preference: float = float("nan")
 
 
 def block_seed(seed: int, level: int, block_id: int) -> np.random.Generator:
@@ -147,6 +178,14 @@ def weighted_similarity(
     diag = S.flat[:: len(S) + 1]
     S.flat[:: len(S) + 1] = diag + np.float32(preference)
     return S
+
+
+def local_preference(S: F32, quantile: float) -> float:
+    """The ``quantile`` of the off-diagonal entries of a block's similarity matrix."""
+    n = len(S)
+    off = S[~np.eye(n, dtype=bool)]
+    k = round(quantile * (len(off) - 1))
+    return float(np.partition(off, k)[k])
 
 
 def affinity_propagation(
@@ -304,7 +343,11 @@ def _solve_collapsed(block: BlockInput, params: APParams, heads: I64, group: I64
             note=NOTE_SINGLE,
         )
     rep, centroid, weight = _merge(block, heads, group)
-    S = weighted_similarity(rep, centroid, weight, block.preference)
+    S = weighted_similarity(rep, centroid, weight, 0.0)
+    p = block.preference
+    if block.local_quantile is not None:
+        p = max(p, local_preference(S, block.local_quantile))
+    S.flat[:: m + 1] += np.float32(p)
     off = S.copy()
     np.fill_diagonal(off, np.inf)
     if S.diagonal().max() < off.min():
@@ -320,6 +363,7 @@ def _solve_collapsed(block: BlockInput, params: APParams, heads: I64, group: I64
             params.damping,
             NOTE_MEDOID,
             (),
+            p,
         )
     del off
     _add_noise(S, block_seed(params.seed, block.level, block.block_id))
@@ -338,7 +382,7 @@ def _solve_collapsed(block: BlockInput, params: APParams, heads: I64, group: I64
         exemplars, note = np.array([weighted_medoid(S)], np.int64), NOTE_NO_EXEMPLAR
     exemplars, labels = assign_and_refine(S, exemplars)
     return _expand(
-        base, heads, group, exemplars, labels, iterations, converged, damping, note, tuple(tried)
+        base, heads, group, exemplars, labels, iterations, converged, damping, note, tuple(tried), p
     )
 
 
@@ -358,6 +402,7 @@ def _expand(
     damping: float,
     note: str,
     tried: tuple[float, ...],
+    preference: float,
 ) -> BlockOutput:
     """Map a result on collapsed points back to the block's original points."""
     return BlockOutput(
@@ -369,6 +414,7 @@ def _expand(
         damping=damping,
         note=note,
         dampings_tried=tried,
+        preference=preference,
     )
 
 
@@ -385,6 +431,57 @@ def solve_blocks(blocks: list[BlockInput], params: APParams) -> list[BlockOutput
             result = solve_block(b, params)
             out.append(replace(result, seconds=time.perf_counter() - t0))
         return out
+
+
+SEARCH_RUNS = 16  # AP runs at most when searching the preference of a cluster-count target
+SEARCH_STEP = 1.5  # bracketing step in ln |p| (a factor of ~4.5)
+
+
+def solve_for_clusters(block: BlockInput, params: APParams, target: int) -> BlockOutput:
+    """AP on one block, its preference searched so that it gives about ``target`` exemplars.
+
+    The number of exemplars falls as the preference falls, so ``ln |p|`` is bracketed from the
+    block's median similarity in steps of ``SEARCH_STEP`` and then bisected, at most
+    ``SEARCH_RUNS`` AP runs, stopping within 2 % of the target (at least 1). The run closest
+    to the target is returned (its ``preference`` set), the most converged one on ties.
+    """
+    heads, group = _collapse(block.rep, params.collapse_radius)
+    rep, centroid, weight = _merge(block, heads, group)
+    start = (
+        local_preference(weighted_similarity(rep, centroid, weight, 0.0), 0.5)
+        if len(heads) > 1
+        else -1.0
+    )
+    t = math.log(max(-start, 1e-6))
+    tol = max(1, round(0.02 * target))
+    fewer_at: float | None = None  # ln |p| known to give fewer than the target
+    more_at: float | None = None  # ln |p| known to give more
+    best: BlockOutput | None = None
+    for _ in range(SEARCH_RUNS):
+        trial = replace(block, preference=-math.exp(t), local_quantile=None)
+        out = _solve_collapsed(trial, params, heads, group)
+        if best is None or _closer(out, best, target):
+            best = out
+        k = len(out.exemplars)
+        if abs(k - target) <= tol or (len(heads) <= target and k == len(heads)):
+            break
+        if k > target:
+            more_at = t
+        else:
+            fewer_at = t
+        if fewer_at is None:
+            t += SEARCH_STEP
+        elif more_at is None:
+            t -= SEARCH_STEP
+        else:
+            t = (more_at + fewer_at) / 2
+    assert best is not None
+    return best
+
+
+def _closer(a: BlockOutput, b: BlockOutput, target: int) -> bool:
+    da, db = abs(len(a.exemplars) - target), abs(len(b.exemplars) - target)
+    return da < db or (da == db and a.converged and not b.converged)
 
 
 def sample_preference(X: F32, quantile: float, seed: int, n_pairs: int = 100_000) -> float:

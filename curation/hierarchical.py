@@ -17,8 +17,10 @@ workers ran the blocks. Sort chips by a stable id before calling.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -34,6 +36,7 @@ from terracorpus.curation.ap import (
     BlockOutput,
     sample_preference,
     solve_blocks,
+    solve_for_clusters,
 )
 from terracorpus.curation.errors import ClusteringError
 
@@ -289,7 +292,11 @@ def hierarchical_ap(
 def _hierarchy(
     X: F32, partition_keys: NDArray[np.generic], params: APParams, run: MapFn
 ) -> APResult:
-    preference = _preference(X, params)
+    target = params.n_clusters
+    # with a cluster-count target the levels below the top summarise with block-local
+    # preferences and the top searches the global one; otherwise one p everywhere
+    preference = -math.inf if target is not None else _preference(X, params)
+    level_q: float | None = params.level_quantile if target is not None else None
     state = _Level(rep_index=np.arange(len(X), dtype=np.int64), keys=np.asarray(partition_keys))
     size = params.partition_size
     levels: list[LevelReport] = []
@@ -306,17 +313,25 @@ def _hierarchy(
             if last
             else make_blocks(state.keys, mu, size, params.partitioning, params.seed, level)
         )
-        outputs = _run_level(X, state, mu, blocks, level, preference, params, run)
+        inputs = _inputs(X, state, mu, blocks, level, preference, None if last else level_q)
+        if last and target is not None:
+            outputs = [solve_for_clusters(inputs[0], params, target)]
+            preference = outputs[0].preference
+        else:
+            tasks = run(partial(solve_blocks, params=params), _tasks(inputs))
+            outputs = [out for task in tasks for out in task]
         parent, exemplar_pos = _parents(blocks, outputs, n)
         partitions.extend(_reports(blocks, outputs, state))
         state = _carry_up(state, mu, parent, exemplar_pos)
         k = len(exemplar_pos)
         note = ""
         if not last and k > params.top_size and k > STALL_RATIO * n:
-            if size >= params.top_size:
+            if level_q is not None:
+                level_q /= 2  # block-local preferences: summarise harder
+            elif size >= params.top_size:
                 note = (
                     f"stopped: {k} exemplars remain (> top_size {params.top_size}) and a level "
-                    "no longer reduces them; lower the preference (quantile) for fewer clusters"
+                    "no longer reduces them; lower the preference (quantile) or set n_clusters"
                 )
                 last = True
             size = min(2 * size, params.top_size)
@@ -324,10 +339,11 @@ def _hierarchy(
         if last:
             break
     exemplars = np.sort(state.rep_index)
-    labels, sqdist = nearest_exemplar(X, exemplars)
+    threads = params.assign_threads or len(os.sched_getaffinity(0))
+    labels, sqdist = nearest_exemplar(X, exemplars, threads)
     for _ in range(params.refine_rounds):
         moved = _medoid_step(X, labels, len(exemplars))
-        new_labels, new_sqdist = nearest_exemplar(X, moved)
+        new_labels, new_sqdist = nearest_exemplar(X, moved, threads)
         if new_sqdist.sum(dtype=np.float64) >= sqdist.sum(dtype=np.float64):
             break
         exemplars, labels, sqdist = moved, new_labels, new_sqdist
@@ -358,18 +374,17 @@ def _preference(X: F32, params: APParams) -> float:
     return float(params.preference)
 
 
-def _run_level(
+def _inputs(
     X: F32,
     state: _Level,
     mu: F32,
     blocks: list[I64],
     level: int,
     preference: float,
-    params: APParams,
-    run: MapFn,
-) -> list[BlockOutput]:
+    local_quantile: float | None,
+) -> list[BlockInput]:
     weighted = state.weight is not None
-    inputs = [
+    return [
         BlockInput(
             level=level,
             block_id=b,
@@ -377,11 +392,10 @@ def _run_level(
             preference=preference,
             centroid=mu[idx] if weighted else None,
             weight=state.weight[idx].astype(np.float32) if state.weight is not None else None,
+            local_quantile=local_quantile,
         )
         for b, idx in enumerate(blocks)
     ]
-    results = run(partial(solve_blocks, params=params), _tasks(inputs))
-    return [out for task in results for out in task]
 
 
 def _parents(blocks: list[I64], outputs: list[BlockOutput], n: int) -> tuple[I64, I64]:
@@ -454,18 +468,22 @@ def _medoid_step(X: F32, labels: I64, k: int) -> I64:
     return np.sort(order[firsts]).astype(np.int64)
 
 
-def nearest_exemplar(X: F32, exemplars: I64) -> tuple[I64, F32]:
+def nearest_exemplar(X: F32, exemplars: I64, threads: int = 1) -> tuple[I64, F32]:
     """Every chip's nearest exemplar (position in ``exemplars``) and squared distance.
 
-    Chunked over rows so each chunk's (rows x K) block stays in cache; an exemplar is its own
-    cluster's member even when another exemplar has the same descriptor.
+    Chunked over rows so each chunk's (rows x K) block stays in cache; chunks run on
+    ``threads`` threads (numpy releases the GIL in the products; the chunks do not depend on
+    the thread count, so neither does the result). An exemplar is its own cluster's member
+    even when another exemplar has the same descriptor.
     """
     E2 = X[exemplars] * np.float32(2.0)  # (K, D)
     sq_e = np.einsum("ij,ij->i", E2, E2) * np.float32(0.25)
     labels = np.empty(len(X), dtype=np.int64)
     sqdist = np.empty(len(X), dtype=np.float32)
     rows = max(256, (1 << 19) // max(1, len(exemplars)))  # ~2 MB of float32 per chunk
-    for start in range(0, len(X), rows):
+    starts = range(0, len(X), rows)
+
+    def chunk(start: int) -> None:
         x = X[start : start + rows]
         g = x @ E2.T  # 2 x.e
         np.subtract(sq_e[None, :], g, out=g)  # ||e||^2 - 2 x.e = ||x - e||^2 - ||x||^2
@@ -473,6 +491,13 @@ def nearest_exemplar(X: F32, exemplars: I64) -> tuple[I64, F32]:
         labels[start : start + len(x)] = best
         d = g[np.arange(len(x)), best] + np.einsum("ij,ij->i", x, x)
         sqdist[start : start + len(x)] = np.maximum(d, 0.0)
+
+    if threads <= 1 or len(starts) == 1:
+        for start in starts:
+            chunk(start)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(chunk, starts))
     labels[exemplars] = np.arange(len(exemplars))
     sqdist[exemplars] = 0.0
     return labels, sqdist

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from terracorpus.pipelines.errors import ConfigError
 
@@ -134,6 +134,23 @@ class DedupConfig(_Section):
     preference_quantile: float = Field(
         default=0.5, ge=0, le=1, description="quantile of pairwise similarities used as preference"
     )
+    n_clusters: int | None = Field(
+        default=None,
+        ge=1,
+        description="target cluster count: the top level's preference is searched to give it, "
+        "the levels below summarise with block-local preferences (instead of preference)",
+    )
+    level_quantile: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="with n_clusters: quantile of a block's own similarities used as its preference below the top",
+    )
+    assign_threads: int = Field(
+        default=0,
+        ge=0,
+        description="threads of the final nearest-exemplar assignment (0: all cores)",
+    )
     collapse_radius: float = Field(
         default=0.0,
         ge=0,
@@ -164,6 +181,14 @@ class DedupConfig(_Section):
     )
     target_groups: int | None = Field(default=None, ge=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_preference_rule(self) -> DedupConfig:
+        if self.preference is not None and self.n_clusters is not None:
+            raise ValueError(
+                "give preference or n_clusters, not both (n_clusters searches the preference)"
+            )
+        return self
 
 
 class CorpusConfig(_Section):

@@ -17,6 +17,7 @@ from terracorpus.curation.ap import (
     BlockInput,
     affinity_propagation,
     assign_and_refine,
+    local_preference,
     sample_preference,
     solve_block,
     weighted_similarity,
@@ -25,6 +26,7 @@ from terracorpus.curation.errors import ClusteringError
 from terracorpus.curation.hierarchical import (
     hierarchical_ap,
     make_blocks,
+    nearest_exemplar,
     prepare_features,
 )
 
@@ -185,3 +187,66 @@ def test_features_are_standardised_and_weighted_by_part() -> None:
     assert (X[:, 3] == 0).all()
     with pytest.raises(ClusteringError, match="unknown part"):
         prepare_features(D, names, {"tex": 1.0})
+
+
+def overlapping(n: int, k: int = 40, dim: int = 16, seed: int = 0) -> np.ndarray:
+    """Overlapping Gaussian clusters (radius larger than the distance between centres)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 0.8, (k, dim))
+    X = centres[rng.integers(0, k, n)] + rng.normal(0, 1, (n, dim))
+    return ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+
+
+def test_fixed_preference_stalls_where_a_cluster_count_target_reaches_the_top() -> None:
+    X = overlapping(3000)
+    keys = np.zeros(len(X), np.int64)
+    fixed = hierarchical_ap(X, keys, APParams(partition_size=100, top_size=60))
+    assert fixed.n_clusters > 60 and "stopped" in fixed.levels[-1].note
+    res = hierarchical_ap(X, keys, APParams(partition_size=100, top_size=60, n_clusters=20))
+    assert res.levels[-1].points <= 60 and not res.levels[-1].note
+    assert abs(res.n_clusters - 20) <= 1
+    assert res.preference < 0 and np.isfinite(res.preference)
+    assert res.net_similarity() == pytest.approx(
+        net_similarity(X, res.labels, res.exemplars, res.preference), rel=1e-4
+    )
+
+
+def test_cluster_count_target_agrees_with_flat_ap_at_the_preference_it_found() -> None:
+    X = mixture(1500, k=12, dim=16, seed=4, spread=6.0)
+    res = hierarchical_ap(
+        X, np.zeros(len(X), np.int64), APParams(partition_size=200, top_size=150, n_clusters=12)
+    )
+    ref_labels, ref_ex = flat_ap(X, res.preference)
+    assert adjusted_rand_score(ref_labels, res.labels) >= 0.9
+    assert res.net_similarity() >= net_similarity(X, ref_labels, ref_ex, res.preference) * 1.02
+
+
+def test_block_local_preference_is_a_quantile_of_the_block() -> None:
+    X = mixture(200, seed=2)
+    S = weighted_similarity(X, None, None, 0.0)
+    p = local_preference(S, 0.5)
+    off = S[~np.eye(len(S), dtype=bool)]
+    assert np.quantile(off, 0.49) <= p <= np.quantile(off, 0.51)
+    out = solve_block(BlockInput(1, 0, X, -np.inf, local_quantile=0.5), APParams())
+    assert out.preference == pytest.approx(p) and 1 < len(out.exemplars) < len(X)
+    floor = solve_block(BlockInput(1, 0, X, -1.0, local_quantile=0.5), APParams())
+    assert floor.preference == -1.0  # the larger of the two
+
+
+def test_threaded_assignment_equals_serial() -> None:
+    X = overlapping(70_000, dim=8)
+    ex = np.arange(0, len(X), 97, dtype=np.int64)
+    a = nearest_exemplar(X, ex, threads=1)
+    b = nearest_exemplar(X, ex, threads=3)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    d = ((X[:500, None, :] - X[ex][None]) ** 2).sum(-1)
+    assert np.array_equal(a[0][:500], np.argmin(d, axis=1)) or np.allclose(
+        a[1][:500], d.min(axis=1), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_cluster_target_settings_are_checked() -> None:
+    with pytest.raises(ClusteringError, match="not both"):
+        APParams(preference=-1.0, n_clusters=5)
+    with pytest.raises(ClusteringError, match="n_clusters"):
+        APParams(n_clusters=0)

@@ -107,6 +107,9 @@ def ap_params(cfg: DedupConfig) -> APParams:
         collapse_radius=cfg.collapse_radius,
         refine_rounds=cfg.refine_rounds,
         seed=cfg.seed,
+        n_clusters=cfg.n_clusters,
+        level_quantile=cfg.level_quantile,
+        assign_threads=cfg.assign_threads,
     )
 
 
