@@ -89,7 +89,11 @@ def build_run(cache: Path, preset: str) -> tuple[RunConfig, RunDir, float | None
     Returns the materialize wall time, or None when the cached corpus was reused.
     """
     run_dir = cache / f"run-{preset}-{CHIP_M:.0f}"
-    cfg = RunConfig(run_dir=str(run_dir), corpus=CorpusConfig(shard_mb=16))
+    cfg = RunConfig(
+        run_dir=str(run_dir),
+        corpus=CorpusConfig(shard_mb=16),
+        access={"local_roots": [str(cache)]},  # the world's COGs are read by path
+    )
     if (run_dir / "corpus.zarr" / "zarr.json").exists():
         run = RunDir(cfg.run_dir, cfg, allow_mixed=True)
         if _layouts_current(run):

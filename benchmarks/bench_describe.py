@@ -39,6 +39,7 @@ import rasterio
 import rasterio.warp
 from rasterio.windows import Window, from_bounds
 
+from terracorpus.catalogs.access import origin_pattern
 from terracorpus.catalogs.frames import scenes_to_frame
 from terracorpus.catalogs.parse import scene_from_item
 from terracorpus.catalogs.scene import AssetRef, SceneRecord
@@ -82,6 +83,18 @@ def _served(scene: SceneRecord, world: Path, server: RangeServer) -> SceneRecord
 
     bands = tuple((n, remote(r)) for n, r in scene.bands)
     return replace(scene, bands=bands, qa=scene.qa and remote(scene.qa))
+
+
+BENCH_API = "http://stac.bench/api"
+
+
+def _trusting(scenes: list[SceneRecord]) -> dict[str, Any]:
+    """Config sections under which the href policy lets the run read these scenes' assets
+    (the world's folder, the range server) and nothing else."""
+    hrefs = [r.href for s in scenes for _, r in s.bands]
+    origins = sorted({origin_pattern(h) for h in hrefs if "://" in h})
+    api = {"url": BENCH_API, "collections": ["any"], "asset_hosts": origins}
+    return {"search": {"apis": [api]}, "access": {"local_roots": [str(CACHE)]}}
 
 
 def _sample(groups: list[ImageGroup], n: int | None) -> list[ImageGroup]:
@@ -171,7 +184,13 @@ def describe(
 ) -> tuple[float, float]:
     """Wall seconds of the stage and CPU seconds of its workers and the client."""
     shutil.rmtree(root, ignore_errors=True)
-    cfg = RunConfig(run_dir=str(root), dask=DaskConfig(workers=workers), describe=settings)
+    scenes = [replace(s, api_url=BENCH_API) for s in scenes]
+    cfg = RunConfig(
+        run_dir=str(root),
+        dask=DaskConfig(workers=workers),
+        describe=settings,
+        **_trusting(scenes),
+    )
     run = RunDir(root, cfg)
     run.write_table("scenes.parquet", scenes_to_frame(scenes), stage="search")
     run.write_table("groups.parquet", groups_to_frame(groups), stage="group")

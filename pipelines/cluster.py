@@ -45,6 +45,12 @@ GDAL_CLOUD_ENV: dict[str, str] = {
 }
 
 
+# What reads need from the client's environment: GDAL settings, AWS credentials, the
+# Planetary Computer subscription key, the netrc file (secrets live here, never in a config).
+_FORWARDED = ("GDAL_", "CPL_", "AWS_")
+_NAMES = ("PC_SDK_SUBSCRIPTION_KEY", "NETRC")
+
+
 class GdalEnvPlugin(WorkerPlugin):
     """Sets GDAL (and BLAS thread) environment on each worker when it starts."""
 
@@ -60,7 +66,7 @@ class GdalEnvPlugin(WorkerPlugin):
 def worker_env() -> dict[str, str]:
     """Environment read by worker tasks; the user's own GDAL_* settings win."""
     env = dict(GDAL_CLOUD_ENV)
-    env.update({k: v for k, v in os.environ.items() if k.startswith(("GDAL_", "CPL_", "AWS_"))})
+    env.update({k: v for k, v in os.environ.items() if k.startswith(_FORWARDED) or k in _NAMES})
     return env
 
 

@@ -17,6 +17,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from terracorpus.catalogs.access import (
+    PC_TOKEN_ENDPOINT,
+    Auth,
+    asset_host_problem,
+    gdal_option_problem,
+)
+from terracorpus.catalogs.redact import has_credentials, redact_text, strip_credentials
 from terracorpus.pipelines.errors import ConfigError
 
 
@@ -25,10 +32,56 @@ class _Section(BaseModel):
 
 
 class ApiConfig(_Section):
-    """One STAC API and the collections to search in it."""
+    """One STAC API, the collections to search in it and how its assets are read."""
 
     url: str = Field(description="STAC API root URL, e.g. http://127.0.0.1:8089")
     collections: list[str] = Field(min_length=1)
+    auth: Auth = Field(
+        default="none",
+        description="how assets are read: none, planetary-computer (SAS signing), "
+        "requester-pays (s3://, you pay), aws-no-sign (anonymous s3://)",
+    )
+    token_endpoint: str = Field(
+        default=PC_TOKEN_ENDPOINT, description="SAS token endpoint (auth: planetary-computer)"
+    )
+    asset_hosts: list[str] = Field(
+        default_factory=list,
+        description="[scheme://]host[:port] (host may start with *.) or s3://bucket its assets "
+        "may be read from, beyond the API's own host and the known ones of well-known APIs",
+    )
+    gdal_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="GDAL config options for its reads (e.g. AWS_REGION); never secrets",
+    )
+
+    @field_validator("url", "token_endpoint")
+    @classmethod
+    def _no_credentials(cls, v: str) -> str:
+        if has_credentials(v):
+            raise ValueError(
+                f"{strip_credentials(v)} carries credentials (a user:password or a token); "
+                "secrets never go in the config: put them in a netrc file (~/.netrc, or the "
+                "file NETRC names) or the environment"
+            )
+        return v
+
+    @field_validator("asset_hosts")
+    @classmethod
+    def _host_patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            problem = asset_host_problem(pattern)
+            if problem:
+                raise ValueError(problem)
+        return v
+
+    @field_validator("gdal_options")
+    @classmethod
+    def _no_secret_options(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            problem = gdal_option_problem(name)
+            if problem:
+                raise ValueError(problem)
+        return v
 
 
 class SearchConfig(_Section):
@@ -224,6 +277,16 @@ class DaskConfig(_Section):
     memory_limit: str = "4GiB"
 
 
+class AccessConfig(_Section):
+    """Where assets may be read from beyond the searched APIs' hosts (docs/search.md)."""
+
+    local_roots: list[str] = Field(
+        default_factory=list,
+        description="directories local asset files may be read under (resolved; nothing "
+        "outside them, no ../ escapes)",
+    )
+
+
 class RunConfig(_Section):
     """A whole curation run."""
 
@@ -235,6 +298,7 @@ class RunConfig(_Section):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
 
     @field_validator("run_dir")
     @classmethod
@@ -300,7 +364,7 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(
-            f"run config {p} is not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {e}"
-        ) from None
+        kind = "TOML" if p.suffix == ".toml" else "YAML"
+        # The parser quotes the offending line, which may hold a URL with credentials.
+        raise ConfigError(f"run config {p} is not valid {kind}: {redact_text(str(e))}") from None
     return parse_config(data or {}, str(p))

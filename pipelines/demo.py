@@ -74,6 +74,8 @@ def demo_run_config(world: Any, api_url: str, run_dir: Path, preset: DemoPreset)
             },
             "group": {"chip_size_m": preset.chip_size_m},
             "dask": {"workers": preset.workers},
+            # The world's items name its COGs by local path: read them there, nowhere else.
+            "access": {"local_roots": [str(world.out)]},
         },
         source="the demo",
     )

@@ -25,3 +25,7 @@ class ClusterError(PipelineError):
 
 class CorpusError(PipelineError):
     """A corpus is missing, incomplete, corrupt, or of an unknown format version."""
+
+
+class AccessError(PipelineError):
+    """Assets cannot be accessed: a token endpoint refused or was unreachable."""

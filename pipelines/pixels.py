@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,9 +38,13 @@ from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window, from_bounds
 
+from terracorpus.catalogs.access import ReadAccess
+from terracorpus.catalogs.redact import redact_text
 from terracorpus.catalogs.scene import AssetRef, SceneRecord
 from terracorpus.catalogs.sensors import Sensor
+from terracorpus.pipelines.access import SceneAccess, is_denied
 from terracorpus.pipelines.cluster import worker_env
+from terracorpus.pipelines.errors import AccessError
 
 Bounds = tuple[float, float, float, float]
 
@@ -48,7 +53,13 @@ QA_FILL = {"scl": 0, "demo_mask": 0, "qa_pixel": 1, "none": 0}
 # Never an overview coarser than asked for. The user's own environment variables win.
 READ_ENV = {"GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD": "1.0"}
 _EPS = 1e-6
+SCENE_REASONS = frozenset({"scene_unreadable", "href_refused", "access_denied"})
+"""Failure reasons that concern the whole scene, not one chip."""
 READ_THREADS = 8
+_SHORT_READ = re.compile(r"got \d+ bytes, expected \d+")
+_ENV_ONLY_OPTIONS = frozenset(
+    {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PC_SDK_SUBSCRIPTION_KEY"}
+)
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,11 @@ class ChipFailure:
     Reasons: ``scene_unreadable`` (the scene could not be opened: missing file, HTTP error,
     not a GeoTIFF), ``outside`` (the chip does not overlap the scene's raster), ``no_data``
     (it overlaps, but every pixel is nodata), ``qa_shape`` (the QA raster does not cover the
-    scene's grid), ``read_error`` (a read failed: truncated file, HTTP error mid-way).
+    scene's grid), ``read_error`` (a read failed: truncated file, HTTP error mid-way),
+    ``href_refused`` (the href policy refuses an asset href: not on the API's hosts, a local
+    file outside the configured roots, a GDAL ``/vsi`` path), ``access_denied`` (the server
+    refused the read, HTTP 403, and signing did not cure it). The detail never holds a
+    credential (:func:`terracorpus.catalogs.redact.redact_text`).
     """
 
     chip_id: str
@@ -172,6 +187,7 @@ def read_scene_chips(
     bands: Sequence[str] | None = None,
     resampling: str = "average",
     use_overviews: bool = True,
+    access: ReadAccess | None = None,
 ) -> list[ChipPixels | ChipFailure]:
     """Read chips of one scene; one result per request, in request order.
 
@@ -182,12 +198,70 @@ def read_scene_chips(
         bands: band names to read, in output order (default: all of the sensor's).
         resampling: a ``rasterio.enums.Resampling`` name for the bands (QA: nearest).
         use_overviews: read from COG overviews when the grid is coarser than the data.
+        access: the run's href policy and per-API auth (:func:`terracorpus.pipelines.access.
+            read_access`); None reads any href as published (trusted records only).
     """
     names = list(bands) if bands is not None else list(sensor.band_names)
-    options = _gdal_options()
+    gate = SceneAccess(scene, access)
+    hrefs = _asset_hrefs(scene, sensor, names)
+    refused = gate.refusal(hrefs)
+    if refused is not None:
+        return [ChipFailure(r.chip_id, "href_refused", refused) for r in requests]
+    try:
+        out = _read_chips(scene, sensor, names, requests, resampling, use_overviews, gate)
+        if gate.signs and any(_unreadable(r) for r in out):
+            # A token expired during the run or was revoked (mid-read, GDAL reports a 403 only
+            # as "got 0 bytes"): ask for new tokens and read the scene again, once.
+            gate.resign(hrefs)
+            out = _read_chips(scene, sensor, names, requests, resampling, use_overviews, gate)
+        denied = gate.probe_denied(hrefs) if any(_unreadable(r) for r in out) else None
+    except AccessError as e:
+        detail = f"scene {scene.id}: {e}"
+        return [ChipFailure(r.chip_id, "access_denied", detail) for r in requests]
+    return [_explained(r, gate, hrefs, denied) for r in out]
+
+
+def _asset_hrefs(scene: SceneRecord, sensor: Sensor, names: Sequence[str]) -> list[str]:
+    """Every href a read of ``names`` opens (band assets, then the QA asset)."""
+    hrefs = list(dict.fromkeys(scene.asset(name).href for name in names))
+    if scene.qa is not None and sensor.qa.kind != "none":
+        hrefs.append(scene.qa.href)
+    return hrefs
+
+
+def _unreadable(result: ChipPixels | ChipFailure) -> bool:
+    return isinstance(result, ChipFailure) and result.reason in ("scene_unreadable", "read_error")
+
+
+def _explained(
+    result: ChipPixels | ChipFailure, gate: SceneAccess, hrefs: list[str], denied: str | None
+) -> ChipPixels | ChipFailure:
+    """A failure whose detail is safe to store (no credentials) and says what to do.
+
+    ``denied`` is what a probe of the scene's hrefs found refused (HTTP 403), if anything.
+    """
+    if not isinstance(result, ChipFailure):
+        return result
+    detail = redact_text(result.detail)
+    if _unreadable(result) and (denied or is_denied(detail)):
+        why = denied if denied and not is_denied(detail) else detail
+        return ChipFailure(result.chip_id, "access_denied", gate.denied_detail(hrefs, why))
+    return ChipFailure(result.chip_id, result.reason, detail)
+
+
+def _read_chips(
+    scene: SceneRecord,
+    sensor: Sensor,
+    names: list[str],
+    requests: Sequence[ChipRequest],
+    resampling: str,
+    use_overviews: bool,
+    gate: SceneAccess,
+) -> list[ChipPixels | ChipFailure]:
+    options = _gdal_options(gate.gdal_options())
     with rasterio.Env(**options), ExitStack() as stack:
         try:
-            sources, qa_ds = _open_assets(scene, sensor, names, stack, use_overviews, options)
+            sources, qa_ds = _open_assets(scene, sensor, names, stack, use_overviews, options, gate)
         except (RasterioError, OSError) as e:
             return [ChipFailure(r.chip_id, "scene_unreadable", str(e)) for r in requests]
         if qa_ds is not None:
@@ -266,7 +340,7 @@ def _assemble(
         if isinstance(r, _ChipError):
             return ChipFailure(req.chip_id, r.reason, r.detail)
         if isinstance(r, Exception):
-            return ChipFailure(req.chip_id, "read_error", str(r))
+            return ChipFailure(req.chip_id, "read_error", error_message(r))
     arrays = [r for r in reads if not isinstance(r, Exception)]
     dtype = np.result_type(*[s.ds.dtypes[0] for s in sources])
     pixels = np.zeros((n_bands, grid.height, grid.width), dtype=dtype)
@@ -290,21 +364,43 @@ def _assemble(
     )
 
 
-def _gdal_options() -> dict[str, str | int]:
-    """The workers' GDAL settings (and the overview rule) as rasterio.Env options."""
+def _gdal_options(api_options: dict[str, str]) -> dict[str, str | int]:
+    """The workers' GDAL settings, the overview rule and the scene's API's options (auth and
+    the user's ``gdal_options``) as rasterio.Env options."""
     env = {**worker_env(), **{k: v for k, v in READ_ENV.items() if k not in os.environ}}
-    return {k: int(v) if v.isdigit() else v for k, v in env.items()}
+    env.update(api_options)
+    # Credentials stay in the process environment, where GDAL reads them too (rasterio
+    # refuses them as options, and no secret should travel in an options dict).
+    return {k: int(v) if v.isdigit() else v for k, v in env.items() if k not in _ENV_ONLY_OPTIONS}
 
 
-def _open(href: str, use_overviews: bool, options: dict[str, str | int]) -> DatasetReader:
+def _open(
+    href: str, use_overviews: bool, options: dict[str, str | int], gate: SceneAccess
+) -> DatasetReader:
     # Without overviews GDAL must not see them, or a smaller out_shape would use them anyway.
     open_options = {} if use_overviews else {"OVERVIEW_LEVEL": "NONE"}
     try:
         with rasterio.Env(**options):  # GDAL options are per thread
-            ds: DatasetReader = rasterio.open(gdal_path(href), **open_options)
+            ds: DatasetReader = rasterio.open(gdal_path(gate.open_href(href)), **open_options)
     except (RasterioError, OSError) as e:
-        raise RasterioError(f"cannot open {href}: {e}") from None
+        raise RasterioError(f"cannot open {href}: {error_message(e)}") from None
     return ds
+
+
+def error_message(e: BaseException) -> str:
+    """An exception's message with the causes GDAL chained to it (rasterio's "Read failed.
+    See previous exception for details." says nothing; the cause says what failed)."""
+    parts: list[str] = []
+    seen: BaseException | None = e
+    while seen is not None and len(parts) < 4:
+        text = str(seen).strip().removesuffix(" See previous exception for details.").rstrip(".")
+        if text and not any(text in p for p in parts):
+            parts.append(text)
+        seen = seen.__cause__ or seen.__context__
+    message = ": ".join(parts) or type(e).__name__
+    if _SHORT_READ.search(message):
+        message += " (the file ends before its header says: truncated, or changed during the run)"
+    return message
 
 
 @dataclass
@@ -323,6 +419,7 @@ def _open_assets(
     stack: ExitStack,
     use_overviews: bool,
     options: dict[str, str | int],
+    gate: SceneAccess,
 ) -> tuple[list[_Source], DatasetReader | None]:
     """Open each distinct band asset once (multi-band assets serve several bands) and the QA
     asset, all at once in the read threads: an open is a few round trips of latency (headers,
@@ -343,7 +440,7 @@ def _open_assets(
 
     def attempt(href: str) -> DatasetReader | RasterioError | OSError:
         try:
-            return _open(href, use_overviews, options)
+            return _open(href, use_overviews, options, gate)
         except (RasterioError, OSError) as e:
             return e
 

@@ -8,7 +8,9 @@ internal overviews), one per band plus a QA raster, like Earth Search publishes 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import rasterio
 import shapely
 from affine import Affine
 
+from terracorpus.catalogs.access import origin_pattern
 from terracorpus.catalogs.scene import AssetRef, Grid, SceneRecord
 from terracorpus.catalogs.sensors import Sensor, builtin_registry
 
@@ -177,3 +180,19 @@ def truth_cloud_fraction(bounds: Sequence[float], crs: str, n: int = 200) -> flo
     g = (maxx - minx) / n
     lon, lat = centres_lonlat(Affine(g, 0, minx, 0, -(maxy - miny) / n, maxy), (n, n), crs)
     return float(ground_cloud(lon, lat).mean())
+
+
+TEST_API = "http://stac.test/api/v1"
+
+
+def trusted_access(scenes: Sequence[SceneRecord]) -> tuple[list[SceneRecord], dict[str, Any]]:
+    """Scenes tagged as found by one test API, and the run-config sections that let a run
+    read exactly their assets: the API with each remote asset origin declared, and the
+    directories of their local files as roots (the href policy refuses everything else)."""
+    hrefs = [r.href for s in scenes for _, r in (*s.bands, *([("qa", s.qa)] if s.qa else []))]
+    local = [h for h in hrefs if "://" not in h]
+    origins = sorted({origin_pattern(h) for h in hrefs if "://" in h})
+    roots = [os.path.commonpath([os.path.dirname(h) for h in local])] if local else []
+    api = {"url": TEST_API, "collections": ["any"], "asset_hosts": origins}
+    sections = {"search": {"apis": [api]}, "access": {"local_roots": roots}}
+    return [replace(s, api_url=TEST_API) for s in scenes], sections

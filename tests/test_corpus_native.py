@@ -20,6 +20,7 @@ import rasterio
 import rasterio.warp
 import shapely
 import zarr
+from describe_builders import trusted_access
 from rasterio.enums import Resampling
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -116,9 +117,10 @@ def test_naip_is_written_at_its_native_gsd_with_the_source_pixels(tmp_path):
             for m in g.members
         ]
     )  # fmt: skip
-    cfg = RunConfig(run_dir=str(tmp_path / "run"), corpus=CorpusConfig(shard_mb=1))
+    scenes, access = trusted_access([a, b])
+    cfg = RunConfig(run_dir=str(tmp_path / "run"), corpus=CorpusConfig(shard_mb=1), **access)
     run = RunDir(cfg.run_dir, cfg)
-    run.write_table("scenes.parquet", scenes_to_frame([a, b]), stage="search")
+    run.write_table("scenes.parquet", scenes_to_frame(scenes), stage="search")
     run.write_table("groups.parquet", groups_to_frame(groups), stage="group")
     run.write_table("selection.parquet", selection, stage="dedup")
     run_materialize(cfg, run)

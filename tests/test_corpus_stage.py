@@ -14,6 +14,7 @@ import rasterio
 import shapely
 import zarr
 from click.testing import CliRunner
+from describe_builders import trusted_access
 from rasterio.transform import Affine
 
 from terracorpus.catalogs.frames import scenes_to_frame
@@ -132,9 +133,10 @@ def world(tmp_path_factory):
 
 
 def _run_dir(tmp_path: Path, world) -> tuple[RunConfig, RunDir]:
-    cfg = RunConfig(run_dir=str(tmp_path / "run"), corpus=CorpusConfig(shard_mb=0.2))
+    scenes, access = trusted_access(world["scenes"])
+    cfg = RunConfig(run_dir=str(tmp_path / "run"), corpus=CorpusConfig(shard_mb=0.2), **access)
     run = RunDir(cfg.run_dir, cfg)
-    run.write_table("scenes.parquet", scenes_to_frame(world["scenes"]), stage="search")
+    run.write_table("scenes.parquet", scenes_to_frame(scenes), stage="search")
     run.write_table("groups.parquet", groups_to_frame(world["groups"]), stage="group")
     run.write_table("selection.parquet", world["selection"], stage="dedup")
     return cfg, run

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import zarr
 from click.testing import CliRunner
+from describe_builders import trusted_access
 
 from terracorpus.catalogs.frames import scenes_to_frame
 from terracorpus.catalogs.parse import scene_from_item
@@ -44,7 +45,9 @@ def _world_run(tmp_path_factory, world, name: str) -> RunDir:
             for m in g.members
         ]
     )  # fmt: skip
-    cfg = RunConfig(run_dir=str(tmp_path_factory.mktemp(name)), corpus=CorpusConfig(shard_mb=2))
+    scenes, access = trusted_access(scenes)
+    run_dir = str(tmp_path_factory.mktemp(name))
+    cfg = RunConfig(run_dir=run_dir, corpus=CorpusConfig(shard_mb=2), **access)
     run = RunDir(cfg.run_dir, cfg)
     run.write_table("scenes.parquet", scenes_to_frame(scenes), stage="search")
     run.write_table("groups.parquet", groups_to_frame(groups), stage="group")

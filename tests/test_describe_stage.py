@@ -23,7 +23,7 @@ import rasterio
 import rasterio.warp
 import shapely
 from affine import Affine
-from describe_builders import build_scene
+from describe_builders import build_scene, trusted_access
 from distributed import Client
 
 from terracorpus.catalogs.frames import scenes_to_frame
@@ -86,7 +86,8 @@ def client() -> Iterator[Client]:
 def _run_dir(
     root: Path, scenes: list[SceneRecord], groups: list[ImageGroup], **describe: Any
 ) -> RunDir:
-    cfg = RunConfig(run_dir=str(root), describe=describe)
+    scenes, access = trusted_access(scenes)
+    cfg = RunConfig(run_dir=str(root), describe=describe, **access)
     run = RunDir(root, cfg)
     run.write_table("scenes.parquet", scenes_to_frame(scenes), stage="search")
     run.write_table("groups.parquet", groups_to_frame(groups), stage="group")

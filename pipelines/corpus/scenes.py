@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from terracorpus.catalogs.access import ReadAccess
 from terracorpus.catalogs.scene import SceneRecord
 from terracorpus.catalogs.sensors import Sensor
 from terracorpus.curation.quality import decode_qa
@@ -37,12 +38,14 @@ class SceneChipReader:
         sensors: the sensor registry entries by name.
         strict: raise on the first unreadable chip instead of recording it.
         labeller: the class label of a group's footprint, or None (no labels).
+        access: the run's href policy and per-API auth, applied to every read.
     """
 
     scenes: Mapping[str, SceneRecord]
     sensors: Mapping[str, Sensor]
     strict: bool = False
     labeller: Labeller | None = field(default=None)
+    access: ReadAccess | None = None
     _labels: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def for_images(self, images: Sequence[ImageSpec]) -> SceneChipReader:
@@ -52,6 +55,7 @@ class SceneChipReader:
             self.sensors,
             self.strict,
             self.labeller,
+            access=self.access,
         )
 
     def __call__(self, images: Sequence[ImageSpec], layout: SensorLayout) -> ShardPixels:
@@ -85,7 +89,7 @@ class SceneChipReader:
             for img in images
         ]
         results = read_scene_chips(
-            scene, sensor, requests, resampling="nearest", use_overviews=False
+            scene, sensor, requests, resampling="nearest", use_overviews=False, access=self.access
         )
         for row, img, req, res in zip(rows, images, requests, results, strict=True):
             if isinstance(res, ChipFailure):

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import pyproj
 from distributed import Client
 
+from terracorpus.catalogs.access import ReadAccess
 from terracorpus.catalogs.frames import scenes_from_frame
 from terracorpus.catalogs.scene import SceneRecord
 from terracorpus.catalogs.sensors import Sensor, SensorRegistry, load_registry
@@ -49,10 +50,12 @@ from terracorpus.curation.descriptors import (
 from terracorpus.curation.errors import DescriptorError
 from terracorpus.curation.groups import ImageGroup, groups_from_frame
 from terracorpus.curation.quality import chip_quality, decode_qa
+from terracorpus.pipelines.access import read_access
 from terracorpus.pipelines.cluster import run_tasks
 from terracorpus.pipelines.config import DescribeConfig, RunConfig
 from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.pixels import (
+    SCENE_REASONS,
     ChipFailure,
     ChipPixels,
     ChipRequest,
@@ -117,6 +120,7 @@ class Batch:
     read_gsd: float
     use_overviews: bool
     path: str
+    access: ReadAccess | None = None
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,13 @@ def plan_batches(
     registry: SensorRegistry,
     cfg: DescribeConfig,
     scratch: Path,
+    access: ReadAccess | None = None,
 ) -> list[Batch]:
-    """Cut every group's images into per-scene batches, in a stable order with stable keys."""
+    """Cut every group's images into per-scene batches, in a stable order with stable keys.
+
+    ``access`` (the href policy and per-API auth) travels with each batch to the workers; a
+    change of it makes new batch keys, so a rerun with a new auth reads the scenes again.
+    """
     by_id = {s.id: s for s in scenes}
     per_scene: dict[str, list[ChipJob]] = {}
     to_lonlat: dict[str, pyproj.Transformer] = {}  # one per CRS: building one takes ms
@@ -166,9 +175,11 @@ def plan_batches(
             chunk = tuple(jobs[i : i + cfg.batch_size])
             size = chunk[0].bounds[2] - chunk[0].bounds[0]
             gsd = read_gsd(scene, size, cfg)
-            key = _batch_key(scene_id, chunk, gsd, cfg)
+            key = _batch_key(scene_id, chunk, gsd, cfg, access, scene.api_url)
             path = str(scratch / f"batch-{key}.parquet")
-            batches.append(Batch(key, scene, sensor, chunk, gsd, not cfg.full_resolution, path))
+            batches.append(
+                Batch(key, scene, sensor, chunk, gsd, not cfg.full_resolution, path, access)
+            )
     return batches
 
 
@@ -183,10 +194,18 @@ def _centre_lonlat(
     return float(lon), float(lat)
 
 
-def _batch_key(scene_id: str, chips: Sequence[ChipJob], gsd: float, cfg: DescribeConfig) -> str:
+def _batch_key(
+    scene_id: str,
+    chips: Sequence[ChipJob],
+    gsd: float,
+    cfg: DescribeConfig,
+    access: ReadAccess | None,
+    api_url: str | None,
+) -> str:
     text = "\n".join(
         [
             scene_id,
+            *([] if access is None else [access.read_key(api_url)]),
             f"v{DESCRIPTOR_VERSION}",
             f"{gsd:.6f}",
             cfg.model_dump_json(),
@@ -205,12 +224,18 @@ def describe_batch(batch: Batch) -> BatchResult:
     if os.path.exists(batch.path):
         return _result_of(batch.key, Path(batch.path))
     requests = [ChipRequest(c.chip_id, c.bounds, c.crs, batch.read_gsd) for c in batch.chips]
-    read = read_scene_chips(batch.scene, batch.sensor, requests, use_overviews=batch.use_overviews)
+    read = read_scene_chips(
+        batch.scene,
+        batch.sensor,
+        requests,
+        use_overviews=batch.use_overviews,
+        access=batch.access,
+    )
     rows: list[dict[str, Any]] = []
     failures: list[Failure] = []
     for job, got in zip(batch.chips, read, strict=True):
         if isinstance(got, ChipFailure):
-            kind = "scene" if got.reason == "scene_unreadable" else "chip"
+            kind = "scene" if got.reason in SCENE_REASONS else "chip"
             failures.append(Failure(STAGE, kind, got.chip_id, got.reason, got.detail))
             continue
         try:
@@ -300,7 +325,9 @@ def run_describe(config: RunConfig, run: RunDir, client: Client) -> str:
     registry = load_registry(*config.search.sensor_files)
     groups = groups_from_frame(run.read_table("groups.parquet", needed_by="the describe stage"))
     scenes = scenes_from_frame(run.read_table("scenes.parquet", needed_by="the describe stage"))
-    batches = plan_batches(groups, scenes, registry, config.describe, run.scratch(STAGE))
+    batches = plan_batches(
+        groups, scenes, registry, config.describe, run.scratch(STAGE), read_access(config)
+    )
     done = [b for b in batches if os.path.exists(b.path)]
     todo = [b for b in batches if not os.path.exists(b.path)]
     log.info("describe: %d batches, %d already done", len(batches), len(done))

@@ -18,9 +18,11 @@ import pandas as pd
 from distributed import Client
 
 from terracorpus.catalogs.frames import scenes_from_frame
+from terracorpus.catalogs.redact import strip_credentials
 from terracorpus.catalogs.scene import SceneRecord
 from terracorpus.catalogs.sensors import SensorRegistry, load_registry
 from terracorpus.curation.groups import ImageGroup, groups_from_frame
+from terracorpus.pipelines.access import read_access
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.corpus.format import (
     GROUPS_GROUP,
@@ -107,6 +109,7 @@ def run_materialize(
         {s: registry.get(s) for s in sensors},
         strict=config.strict,
         labeller=labeller,
+        access=read_access(config),
     )
     summary = write_corpus(
         location,
@@ -285,9 +288,10 @@ def _num(v: float | None) -> float:
 
 def _href(scene: SceneRecord) -> str:
     if scene.self_href:
-        return scene.self_href
+        return strip_credentials(scene.self_href)
     if scene.api_url:
-        return f"{scene.api_url.rstrip('/')}/collections/{scene.collection}/items/{scene.id}"
+        api = strip_credentials(scene.api_url).rstrip("/")
+        return f"{api}/collections/{scene.collection}/items/{scene.id}"
     return ""
 
 
@@ -330,7 +334,8 @@ def _provenance(config: RunConfig, run: RunDir) -> Provenance:
         config=config.model_dump(mode="json"),
         config_hash=run.config_hash,
         sources=[
-            {"api": a.url, "collections": list(a.collections), "query": query} for a in s.apis
+            {"api": strip_credentials(a.url), "collections": list(a.collections), "query": query}
+            for a in s.apis
         ],
         collection_id=f"terracorpus-{run.config_hash[:12]}",
     )

@@ -5,6 +5,19 @@ answers ``GET``/``HEAD`` with single and multiple byte ranges, counts the bytes 
 the requests it serves, and can be told to answer chosen paths with an error status (404,
 500, ...), so tests can exercise what a flaky object store does.
 
+It can also play the access rules of providers (:meth:`RangeServer.configure`):
+
+- ``require_token``: like Azure blob storage behind Planetary Computer, every file read needs
+  a valid, unexpired SAS token (``?se=...&sig=...``) issued for its container (the first path
+  segment) by the server's token endpoint (``GET /_token/<account>/<container>`` answers
+  ``{"token": ..., "msft:expiry": ...}``; :attr:`RangeServer.token_endpoint`); else HTTP 403.
+  Tokens live ``token_ttl_s`` seconds while the answer claims ``claimed_ttl_s`` (a clock skew
+  or an early revocation, as a long run meets them); :meth:`RangeServer.expire_tokens` ends
+  every token issued so far.
+- ``require_payer``: like a requester-pays S3 bucket, reads without the header
+  ``x-amz-request-payer: requester`` get HTTP 403 with S3's ``AccessDenied`` XML.
+- requests that carry an ``Authorization`` header are counted (:attr:`RangeServer.signed`).
+
 It runs in a child process (``python -m terracorpus.pipelines.testing.httpserve ROOT``): GDAL calls made through rasterio hold the GIL while they wait
 for the network, so a server thread in the reading process would never get to answer.
 The parent reads the counters and sets failures through a small control path
@@ -21,10 +34,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import threading
+import time
 import uuid
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +50,11 @@ from urllib.request import urlopen
 
 _RANGE = re.compile(r"(\d*)-(\d*)")
 _CONTROL = "_rangeserver/"
+_TOKEN = "_token/"
+_S3_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message></Error>"
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -58,8 +79,16 @@ class _Handler(BaseHTTPRequestHandler):
         if rel.startswith(_CONTROL):
             self._control(rel[len(_CONTROL) :], parse_qs(url.query))
             return
-        self.server.count_request(rel)
+        if rel.startswith(_TOKEN):
+            self._send_json(self.server.issue_token(rel[len(_TOKEN) :]))
+            return
+        self.server.count_request(rel, signed="Authorization" in self.headers)
         status = self.server.forced_status(rel)
+        if status is None:
+            status = self.server.access_status(rel, url.query, self.headers)
+        if status == 403 and self.server.require_payer:
+            self._send_error(status, body, _S3_DENIED)
+            return
         target = (self.server.root / rel).resolve()
         if status is None and (self.server.root not in target.parents or not target.is_file()):
             status = 404
@@ -90,15 +119,28 @@ class _Handler(BaseHTTPRequestHandler):
             elif command == "reset":
                 srv.bytes_sent = 0
                 srv.requests.clear()
-            payload = json.dumps({"bytes_sent": srv.bytes_sent, "requests": srv.requests}).encode()
+            elif command == "configure":
+                srv.configure({k: v[0] for k, v in query.items()})
+            elif command == "expire_tokens":
+                srv.tokens = {sig: (c, 0.0) for sig, (c, _) in srv.tokens.items()}
+            payload = {
+                "bytes_sent": srv.bytes_sent,
+                "requests": srv.requests,
+                "token_requests": srv.token_requests,
+                "signed": srv.signed,
+            }
+        self._send_json(payload)
+
+    def _send_json(self, data: dict[str, Any]) -> None:
+        payload = json.dumps(data).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
 
-    def _send_error(self, status: int, body: bool) -> None:
-        payload = f"status {status}\n".encode()
+    def _send_error(self, status: int, body: bool, payload: bytes | None = None) -> None:
+        payload = payload or f"status {status}\n".encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(payload)))
@@ -185,14 +227,56 @@ class _Server(ThreadingHTTPServer):
         self.bytes_sent = 0
         self.requests: dict[str, int] = {}
         self.errors: dict[str, int] = {}
+        self.require_token = False
+        self.require_payer = False
+        self.token_ttl_s = 3600.0
+        self.claimed_ttl_s = 3600.0
+        self.tokens: dict[str, tuple[str, float]] = {}  # sig -> (container, expires at)
+        self.token_requests = 0
+        self.signed = 0
+
+    def configure(self, options: dict[str, str]) -> None:
+        """Access rules (called with the lock held)."""
+        for flag in ("require_token", "require_payer"):
+            if flag in options:
+                setattr(self, flag, options[flag] == "1")
+        for ttl in ("token_ttl_s", "claimed_ttl_s"):
+            if ttl in options:
+                setattr(self, ttl, float(options[ttl]))
+
+    def issue_token(self, path: str) -> dict[str, Any]:
+        """A SAS-like token for ``<account>/<container>``, as Planetary Computer's endpoint."""
+        container = path.rstrip("/").rsplit("/", 1)[-1]
+        sig = secrets.token_hex(16)
+        now = time.time()
+        with self._lock:
+            self.token_requests += 1
+            self.tokens[sig] = (container, now + self.token_ttl_s)
+            claimed = datetime.fromtimestamp(now + self.claimed_ttl_s, UTC)
+        expiry = claimed.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"msft:expiry": expiry, "token": f"se={expiry}&sp=rl&sv=2021-06-08&sig={sig}"}
+
+    def access_status(self, rel: str, query: str, headers: Any) -> int | None:
+        """403 if the request breaks an access rule, else None."""
+        with self._lock:
+            if self.require_payer and headers.get("x-amz-request-payer") != "requester":
+                return 403
+            if not self.require_token:
+                return None
+            sig = parse_qs(query).get("sig", [""])[0]
+            container, expires = self.tokens.get(sig, ("", 0.0))
+        if container != rel.split("/", 1)[0] or expires < time.time():
+            return 403
+        return None
 
     def count_bytes(self, n: int) -> None:
         with self._lock:
             self.bytes_sent += n
 
-    def count_request(self, rel: str) -> None:
+    def count_request(self, rel: str, signed: bool = False) -> None:
         with self._lock:
             self.requests[rel] = self.requests.get(rel, 0) + 1
+            self.signed += signed
 
     def forced_status(self, rel: str) -> int | None:
         with self._lock:
@@ -253,6 +337,43 @@ class RangeServer:
     def requests(self) -> dict[str, int]:
         """Requests served so far, per path relative to ``root``."""
         return dict(self._control("stats")["requests"])
+
+    @property
+    def token_requests(self) -> int:
+        """Tokens issued by the token endpoint so far."""
+        return int(self._control("stats")["token_requests"])
+
+    @property
+    def signed(self) -> int:
+        """File requests that carried an ``Authorization`` header (a signed S3 request)."""
+        return int(self._control("stats")["signed"])
+
+    @property
+    def token_endpoint(self) -> str:
+        """The SAS token endpoint (``<endpoint>/<account>/<container>``)."""
+        return f"{self.base_url}/{_TOKEN.rstrip('/')}"
+
+    def configure(
+        self,
+        *,
+        require_token: bool | None = None,
+        require_payer: bool | None = None,
+        token_ttl_s: float | None = None,
+        claimed_ttl_s: float | None = None,
+    ) -> None:
+        """Set the access rules (see the module docstring); None leaves a rule as it is."""
+        options = {
+            "require_token": require_token,
+            "require_payer": require_payer,
+            "token_ttl_s": token_ttl_s,
+            "claimed_ttl_s": claimed_ttl_s,
+        }
+        query = {k: (int(v) if isinstance(v, bool) else v) for k, v in options.items()}
+        self._control("configure", **{k: v for k, v in query.items() if v is not None})
+
+    def expire_tokens(self) -> None:
+        """End the life of every token issued so far (later reads with them get 403)."""
+        self._control("expire_tokens")
 
     def reset_counters(self) -> None:
         self._control("reset")
