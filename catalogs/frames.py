@@ -25,6 +25,7 @@ import pandas as pd
 import shapely
 
 from terracorpus.catalogs.errors import CatalogError
+from terracorpus.catalogs.redact import strip_credentials
 from terracorpus.catalogs.scene import AssetRef, Grid, SceneRecord
 
 COLUMNS = (
@@ -108,8 +109,8 @@ def _row(s: SceneRecord) -> dict[str, Any]:
         "sun_azimuth": s.sun_azimuth,
         "off_nadir": s.off_nadir,
         "platform": s.platform,
-        "self_href": s.self_href,
-        "api_url": s.api_url,
+        "self_href": _stored_url(s.self_href),
+        "api_url": _stored_url(s.api_url),
         "bbox": json.dumps(list(s.bbox)),
         "grids": json.dumps(
             [
@@ -123,7 +124,13 @@ def _row(s: SceneRecord) -> dict[str, Any]:
 
 
 def _asset_dict(ref: AssetRef) -> dict[str, Any]:
-    return {"key": ref.key, "href": ref.href, "band_index": ref.band_index}
+    return {"key": ref.key, "href": strip_credentials(ref.href), "band_index": ref.band_index}
+
+
+def _stored_url(url: str | None) -> str | None:
+    """A URL as the table stores it: without credentials (a catalog's hrefs may carry a
+    user:password or a token; secrets come from a netrc file or the environment)."""
+    return None if url is None else strip_credentials(url)
 
 
 def _record(row: dict[str, Any], wkb: bytes, when: Any) -> SceneRecord:

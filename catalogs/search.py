@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -363,9 +364,24 @@ def _retrying(fn: Callable[[], T], retries: int, backoff_s: float) -> T:
             time.sleep(delay)
         except APIError as e:
             if "Max retries" in str(e) or "Failed to establish" in str(e):
-                raise _GaveUp(f"unreachable ({_short(str(e))})") from e
+                raise _GaveUp(f"unreachable ({_network_reason(str(e))})") from e
             raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+
+
+def _network_reason(text: str) -> str:
+    """The cause inside urllib3's nested repr ("[Errno 111] Connection refused" ->
+    "connection refused"), or the text shortened."""
+    m = _ERRNO.search(text)
+    if m:
+        return m.group(1).strip().rstrip(".").lower()
+    for reason in ("timed out", "Name or service not known", "nodename nor servname"):
+        if reason in text:
+            return reason.lower()
+    return _short(text)
 
 
 def _short(text: str, n: int = 300) -> str:

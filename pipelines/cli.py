@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from terracorpus.catalogs.errors import CatalogError
+from terracorpus.catalogs.redact import RedactingFilter, redact_text
 from terracorpus.curation.errors import CurationError
 from terracorpus.pipelines import commands as _commands_pkg
 from terracorpus.pipelines.errors import PipelineError
@@ -51,7 +52,7 @@ class _TerracorpusGroup(click.Group):
         try:
             return super().invoke(ctx)
         except _USER_ERRORS as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {redact_text(str(e))}", err=True)
             ctx.exit(EXIT_USER_ERROR)
 
 
@@ -78,8 +79,11 @@ def main(verbose: int) -> None:
     console = logging.StreamHandler()
     console.setLevel(level)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    console.addFilter(RedactingFilter())
     logging.getLogger().addHandler(console)
     logging.getLogger().setLevel(min(level, logging.INFO))
+    # urllib3 warns of every retry of an unreachable API; our error says it once, in a line.
+    logging.getLogger("urllib3").setLevel(logging.ERROR if verbose == 0 else logging.DEBUG)
 
 
 def _register_builtin_commands() -> None:

@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from terracorpus.catalogs.redact import RedactingFilter
 from terracorpus.pipelines.cluster import dask_client
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.errors import StageError
@@ -111,6 +112,7 @@ def _run_log(run: RunDir) -> Iterator[None]:
     """Also log to the run directory, so a week-long run leaves its story behind."""
     handler = logging.FileHandler(run.path("curate.log"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger("terracorpus")
     root.addHandler(handler)
     old_level = root.level

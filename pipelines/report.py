@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from terracorpus.catalogs.redact import redact_text
 from terracorpus.pipelines.corpus.info import picture_grid
 from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.rundir import FAILURES, TIMINGS, read_parquet
@@ -157,7 +158,9 @@ def _timings(timings: dict[str, float]) -> str:
 
 
 def _table(df: pd.DataFrame, limit: int = 50) -> str:
-    return df.head(limit).to_html(index=False, border=0, classes="table", escape=True)
+    # Credentials never reach the page, even from a table written before they were stripped.
+    shown = df.head(limit).map(lambda v: redact_text(v) if isinstance(v, str) else v)
+    return shown.to_html(index=False, border=0, classes="table", escape=True)
 
 
 def _samples(run_dir: Path) -> str | None:

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from terracorpus.catalogs.redact import redact_text
 from terracorpus.pipelines.config import RunConfig, load_config, parse_config
 from terracorpus.pipelines.errors import RunDirError, StageError
 
@@ -152,7 +153,7 @@ class RunDir:
         """Append failures to the run's failure table (atomic rewrite)."""
         if not failures:
             return
-        new = pd.DataFrame([asdict(f) for f in failures])
+        new = pd.DataFrame([_stored(f) for f in failures])
         old = self.failures()
         table = pd.concat([old, new], ignore_index=True) if len(old) else new
         write_parquet_atomic(self.path(FAILURES), table, {"stage": "failures"})
@@ -253,3 +254,10 @@ def read_parquet(path: Path) -> pd.DataFrame:
         frame: pd.DataFrame = gpd.read_parquet(path)
         return frame
     return pd.read_parquet(path)
+
+
+def _stored(failure: Failure) -> dict[str, Any]:
+    """A failure row as the table stores it: no credential in its key or detail (an href
+    from a catalog, a GDAL message naming a signed URL)."""
+    row = asdict(failure)
+    return {k: redact_text(v) if isinstance(v, str) else v for k, v in row.items()}

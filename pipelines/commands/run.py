@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from terracorpus.catalogs.redact import strip_credentials
 from terracorpus.pipelines.commands.corpus import world_labels_option
 from terracorpus.pipelines.config import RunConfig, load_config
 from terracorpus.pipelines.configdoc import example_config
@@ -39,7 +40,7 @@ def config_init(path: Path, force: bool) -> None:
 def config_check(path: Path) -> None:
     """Validate a run config without running anything."""
     cfg = load_config(path)
-    apis = ", ".join(a.url for a in cfg.search.apis) or "none yet"
+    apis = ", ".join(strip_credentials(a.url) for a in cfg.search.apis) or "none yet"
     click.echo(
         f"{path}: valid (config hash {cfg.config_hash()[:12]}; APIs: {apis}; run dir {cfg.run_dir})"
     )

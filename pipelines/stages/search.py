@@ -17,6 +17,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from terracorpus.catalogs.frames import scenes_to_frame
+from terracorpus.catalogs.redact import strip_credentials
 from terracorpus.catalogs.search import ApiQuery, Area, search_scenes
 from terracorpus.catalogs.sensors import load_registry
 from terracorpus.pipelines.config import RunConfig, SearchConfig
@@ -66,7 +67,9 @@ def run_search(config: RunConfig, run: RunDir) -> str:
         OUTPUT,
         scenes_to_frame(result.scenes),
         stage=STAGE,
-        sources=[{"api": a.url, "collections": list(a.collections)} for a in s.apis],
+        sources=[
+            {"api": strip_credentials(a.url), "collections": list(a.collections)} for a in s.apis
+        ],
         query=result.query,
     )
     by_sensor: dict[str, int] = {}
