@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from terracorpus.training.errors import TrainConfigError
 from terracorpus.training.masking import colocated, group_masks, overlap_fraction, token_boxes
 
 # Anchor: 10 m GSD, 4-pixel patches -> 40 m tokens on a 6 x 6 grid (240 m footprint).
@@ -75,5 +76,5 @@ def test_masks_are_reproducible_and_policy_checked() -> None:
     a = group_masks([ANCHOR, COARSE], 0.75, "complementary", np.random.default_rng(7))
     b = group_masks([ANCHOR, COARSE], 0.75, "complementary", np.random.default_rng(7))
     assert all((x == y).all() for x, y in zip(a, b, strict=True))
-    with pytest.raises(ValueError, match="mask policy 'bogus'"):
+    with pytest.raises(TrainConfigError, match="mask_policy: mask policy 'bogus'"):
         group_masks([ANCHOR], 0.75, "bogus", np.random.default_rng(0))

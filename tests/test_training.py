@@ -11,14 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import zarr
 from click.testing import CliRunner
 
 from terracorpus.training import cli
+from terracorpus.training.checkpoint import load_checkpoint
 from terracorpus.training.config import TrainConfig, load_train_config, parse_train_config
 from terracorpus.training.corpus import open_corpus
 from terracorpus.training.data import Bucket, DataConfig, collate_groups, load_group
 from terracorpus.training.errors import (
     CheckpointError,
+    CorpusReadError,
     ProbeError,
     RunDirError,
     TrainConfigError,
@@ -34,7 +37,7 @@ from terracorpus.training.model import (
 )
 from terracorpus.training.probe import anchor_labels, few_label_scores, fit_probes, probe
 from terracorpus.training.testing import write_synthetic_corpus
-from terracorpus.training.trainer import get_lr, load_checkpoint, train
+from terracorpus.training.trainer import get_lr, train
 
 DATA = DataConfig(patch_px=4, max_image_px=32, split=None)
 FAST = {
@@ -151,9 +154,22 @@ def test_features_pool_anchor_tokens(corpus: Path) -> None:
     torch.testing.assert_close(single[0], feats[0], rtol=1e-4, atol=1e-5)  # padding-independent
 
 
+def test_a_damaged_store_is_a_read_error_not_an_assert(tmp_path: Path) -> None:
+    """Input checks must survive ``python -O``: a group where an array belongs is an error."""
+    path = write_synthetic_corpus(tmp_path / "c", n_groups=2)
+    reader = open_corpus(path)
+    sensor = next(iter(reader.sensors))
+    root = zarr.open_group(str(path / "corpus.zarr"), mode="a")
+    if "label" in root[f"sensors/{sensor}"]:
+        del root[f"sensors/{sensor}/label"]
+    root.create_group(f"sensors/{sensor}/label")
+    with pytest.raises(CorpusReadError, match=f"sensors/{sensor}/label .* is not an array"):
+        open_corpus(path).labels(sensor)
+
+
 def test_size_factories() -> None:
     assert model_args("small").dim == 384 and model_args("large").depth == 24
-    with pytest.raises(ValueError, match="unknown model size"):
+    with pytest.raises(TrainConfigError, match="model: unknown model size 'huge'"):
         model_args("huge")
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from terracorpus.training.checkpoint import load_checkpoint
 from terracorpus.training.testing import write_synthetic_corpus
-from terracorpus.training.trainer import load_checkpoint
 
 CONFIG = """\
 patch_px: 4

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import zarr
@@ -27,6 +27,8 @@ from zarr.core.sync import sync
 from terracorpus.training.errors import CorpusFormatError, CorpusReadError
 
 log = logging.getLogger(__name__)
+
+_Node = TypeVar("_Node", zarr.Array[Any], zarr.Group)
 
 FORMAT_NAME = "terracorpus-corpus"
 SUPPORTED_VERSIONS = (1,)
@@ -162,8 +164,7 @@ class CorpusReader:
 
     def labels(self, sensor: str) -> np.ndarray | None:
         """The optional per-image ``label`` array of ``sensor`` (int, -1 unknown), or None."""
-        group = self._root[f"sensors/{sensor}"]
-        assert isinstance(group, zarr.Group)
+        group = _node(self._root, f"sensors/{sensor}", zarr.Group)
         if "label" not in group:
             return None
         return _read(group, "label").astype(np.int64)
@@ -290,9 +291,19 @@ def open_corpus(path: str | Path, *, verify: bool = True) -> CorpusReader:
 
 def _read(group: zarr.Group, key: str) -> np.ndarray:
     """A whole (small) array of the store as numpy."""
-    array = group[key]
-    assert isinstance(array, zarr.Array), f"{key} is not an array"
-    return np.asarray(array[:])
+    return np.asarray(_node(group, key, zarr.Array)[:])
+
+
+def _node(group: zarr.Group, key: str, kind: type[_Node]) -> _Node:
+    """``group[key]``, which must be a ``kind`` (an array or a group): a corpus is input."""
+    node = group[key]
+    if not isinstance(node, kind):
+        want = "an array" if kind is zarr.Array else "a group"
+        raise CorpusReadError(
+            f"{group.path}/{key} in the corpus store is not {want}; the corpus is damaged: "
+            "check it with `terracorpus corpus validate`"
+        )
+    return node
 
 
 def _store_path(path: str) -> str:
@@ -349,7 +360,10 @@ def _parse_sensor(name: str, spec: dict[str, Any], root: zarr.Group) -> SensorIn
         raise CorpusFormatError(
             f"sensor {name} is listed but sensors/{name}/pixels is missing"
         ) from e
-    assert isinstance(pixels, zarr.Array)
+    if not isinstance(pixels, zarr.Array):
+        raise CorpusReadError(
+            f"sensors/{name}/pixels is a group, not an array; the corpus is damaged"
+        )
     bands = tuple(_parse_band(name, b) for b in spec.get("bands", []))
     if len(bands) != pixels.shape[1]:
         raise CorpusFormatError(

@@ -8,9 +8,9 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from terracorpus.training.checkpoint import load_checkpoint
 from terracorpus.training.errors import CheckpointError
 from terracorpus.training.model import A2MAE, ModelArgs
-from terracorpus.training.trainer import load_checkpoint
 
 ENCODER_FORMAT = "terracorpus-a2mae-encoder"
 WEIGHTS, META = "encoder.safetensors", "encoder.json"

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from terracorpus.training.errors import TrainConfigError
+
 POLICIES = ("complementary", "consistent", "independent")
 
 
@@ -87,7 +89,7 @@ def group_masks(
         anchor: index of the anchor image in ``boxes``.
     """
     if policy not in POLICIES:
-        raise ValueError(f"mask policy {policy!r} is not one of {POLICIES}")
+        raise TrainConfigError(f"mask_policy: mask policy {policy!r} is not one of {POLICIES}")
     sizes = [len(b) for b in boxes]
     budget = max(1, round((1.0 - ratio) * sum(sizes)))
     n_anchor = sizes[anchor]

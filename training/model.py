@@ -30,6 +30,7 @@ from terracorpus.training.encoding import (
     time_features,
     wavelength_features,
 )
+from terracorpus.training.errors import TrainConfigError
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,9 @@ ENCODER_PREFIXES = (
 def model_args(size: str, **overrides: Any) -> ModelArgs:
     """The named size's arguments, with ``overrides`` (e.g. ``patch_px=4``) applied."""
     if size not in MODEL_SIZES:
-        raise ValueError(f"unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
+        raise TrainConfigError(
+            f"model: unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}"
+        )
     return replace(MODEL_SIZES[size], **overrides)
 
 

@@ -20,7 +20,8 @@ import os
 import random
 import shutil
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,15 +33,22 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from terracorpus.training.checkpoint import (
+    load_checkpoint,
+    load_for_resume,
+    restore,
+    save_checkpoint,
+)
 from terracorpus.training.config import TrainConfig
 from terracorpus.training.corpus import CorpusReader, open_corpus
 from terracorpus.training.data import DataConfig, GroupBatch, make_loader
 from terracorpus.training.errors import CheckpointError, RunDirError, TrainingError
+from terracorpus.training.export import export_encoder
 from terracorpus.training.model import A2MAE, ModelArgs, model_args
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "terracorpus-a2mae-checkpoint"
+__all__ = ["TrainResult", "get_lr", "load_checkpoint", "train"]  # load_checkpoint: checkpoint.py
 
 
 @dataclass
@@ -92,7 +100,7 @@ def train(
     env = _setup_distributed(cfg)
     try:
         reader = open_corpus(corpus)
-        ckpt = _load_checkpoint(out / "checkpoints" / "last.pt", cfg) if resume else None
+        ckpt = load_for_resume(out / "checkpoints" / "last.pt", cfg) if resume else None
         if env.rank == 0:
             _prepare_out_dir(out, resume=resume, overwrite=overwrite, cfg=cfg)
         _barrier(env)
@@ -116,92 +124,163 @@ def _run(
     if cfg.cpu_threads is not None:
         torch.set_num_threads(cfg.cpu_threads)
     model = A2MAE(args).to(env.device)
-    optimizer = _optimizer(model, cfg, env)
-    start_step = 0
-    if ckpt is not None:
-        start_step = _restore(ckpt, model, optimizer, env)
-        if env.rank == 0:
-            _truncate_metrics(out / "metrics.jsonl", start_step)
-    ddp = DistributedDataParallel(model) if env.world_size > 1 else None
-    net: torch.nn.Module = ddp if ddp is not None else model
-    loader = make_loader(
+    optimizer = _optimizer(model, cfg)
+    start_step = _resume(ckpt, model, optimizer, out, env)
+    net: torch.nn.Module = DistributedDataParallel(model) if env.world_size > 1 else model
+    batches = iter(make_loader(
         reader, _data_config(cfg, args), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
         rank=env.rank, world_size=env.world_size, skip_batches=start_step * cfg.grad_accum,
-    )  # fmt: skip
-    batches = iter(loader)
+    ))  # fmt: skip
     end = min(until, cfg.steps)
     result = TrainResult(out, start_step, end)
-    metrics = (out / "metrics.jsonl").open("a") if env.rank == 0 else None
-    bar = tqdm(
-        total=cfg.steps, initial=start_step, disable=not progress or env.rank != 0, desc="train"
-    )
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if env.device.type == "cuda" else nullcontext()
-    )
     model.train()
-    started = tic = time.perf_counter()
-    try:
+    started = time.perf_counter()
+    with _Progress(out, cfg, env, start_step, end, progress) as report:
         for step in range(start_step, end):
-            lr = get_lr(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            losses: list[float] = []
-            sensor_losses: dict[str, list[float]] = {}
-            n_groups = 0
-            for micro in range(cfg.grad_accum):
-                batch: GroupBatch = next(batches).to(env.device)
-                sync = ddp is None or micro == cfg.grad_accum - 1
-                with nullcontext() if sync else ddp.no_sync(), autocast:  # type: ignore[union-attr]
-                    out_ = net(batch, cfg.metadata_dropout)
-                    loss = out_["loss"]
-                (loss / cfg.grad_accum).backward()
-                losses.append(float(loss.detach()))
-                for name, value in out_["sensor_loss"].items():
-                    sensor_losses.setdefault(name, []).append(float(value))
-                n_groups += batch.n_groups
-            step_loss = _mean_over_ranks(float(np.mean(losses)), env)
-            if not math.isfinite(step_loss):
-                raise TrainingError(
-                    f"the loss is not finite ({step_loss}) at step {step}; lower lr (now {lr:.3g}) "
-                    "or check the corpus for bad pixels; the last good checkpoint is "
-                    f"{out / 'checkpoints' / 'last.pt'}"
-                )
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.losses.append(step_loss)
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}")
+            lr = _set_lr(optimizer, get_lr(step, cfg))
+            stats = _forward_backward(net, batches, cfg, env)
+            loss = _mean_over_ranks(stats.loss, env)
+            _stop_unless_finite(loss, step, lr, out)
+            _optimizer_step(model, optimizer, cfg)
+            result.losses.append(loss)
             done = step + 1
-            if metrics is not None and (
-                done % cfg.log_every == 0 or done == end or done == start_step + 1
-            ):
-                record = {
-                    "step": done, "lr": lr, "loss": step_loss,
-                    "sensor_loss": {k: float(np.mean(v)) for k, v in sorted(sensor_losses.items())},
-                    "groups_per_s": n_groups * env.world_size / max(1e-9, time.perf_counter() - tic),
-                    "time": time.time(),
-                }  # fmt: skip
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-            tic = time.perf_counter()
+            report.step(done, lr, loss, stats)
             out_of_time = _out_of_time(started, cfg, env)
             if done % cfg.checkpoint_every == 0 or done == end or out_of_time:
-                _save_checkpoint(out, model, optimizer, cfg, done, env)
+                save_checkpoint(
+                    out, model, optimizer, cfg, done, rank=env.rank, world_size=env.world_size
+                )
             if out_of_time:
                 log.warning("stopping at step %d: max_minutes=%s reached", done, cfg.max_minutes)
                 result.steps = done
                 break
-    finally:
-        bar.close()
-        if metrics is not None:
-            metrics.close()
     if env.rank == 0 and result.losses:
-        from terracorpus.training.export import export_encoder
-
         export_encoder(out / "checkpoints" / "last.pt", out / "encoder", overwrite=True)
     return result
+
+
+def _resume(
+    ckpt: dict[str, Any] | None,
+    model: A2MAE,
+    optimizer: torch.optim.Optimizer,
+    out: Path,
+    env: _Dist,
+) -> int:
+    """The step to start at: 0, or the checkpoint's (its state restored, later metrics cut)."""
+    if ckpt is None:
+        return 0
+    step = restore(ckpt, model, optimizer, rank=env.rank, world_size=env.world_size)
+    if env.rank == 0:
+        _truncate_metrics(out / "metrics.jsonl", step)
+    return step
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+@dataclass
+class _StepStats:
+    """The losses of one step's micro-batches (per micro-batch) and the groups they held."""
+
+    losses: list[float] = field(default_factory=list)
+    sensor_losses: dict[str, list[float]] = field(default_factory=dict)
+    n_groups: int = 0
+
+    @property
+    def loss(self) -> float:
+        return float(np.mean(self.losses))
+
+    def add(self, out: dict[str, Any], n_groups: int) -> None:
+        self.losses.append(float(out["loss"].detach()))
+        for name, value in out["sensor_loss"].items():
+            self.sensor_losses.setdefault(name, []).append(float(value))
+        self.n_groups += n_groups
+
+
+def _forward_backward(
+    net: torch.nn.Module, batches: Iterator[GroupBatch], cfg: TrainConfig, env: _Dist
+) -> _StepStats:
+    """``grad_accum`` micro-batches forward and backward; DDP syncs on the last one only."""
+    stats = _StepStats()
+    for micro in range(cfg.grad_accum):
+        batch = next(batches).to(env.device)
+        with _grad_sync(net, last=micro == cfg.grad_accum - 1), _autocast(env.device):
+            out = net(batch, cfg.metadata_dropout)
+        (out["loss"] / cfg.grad_accum).backward()
+        stats.add(out, batch.n_groups)
+    return stats
+
+
+def _grad_sync(net: torch.nn.Module, *, last: bool) -> AbstractContextManager[Any]:
+    """DDP averages gradients on a step's last micro-batch only (``no_sync`` before it)."""
+    if isinstance(net, DistributedDataParallel) and not last:
+        return net.no_sync()
+    return nullcontext()
+
+
+def _autocast(device: torch.device) -> AbstractContextManager[Any]:
+    """bf16 autocast on CUDA; nothing on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _stop_unless_finite(loss: float, step: int, lr: float, out: Path) -> None:
+    if not math.isfinite(loss):
+        raise TrainingError(
+            f"the loss is not finite ({loss}) at step {step}; lower lr (now {lr:.3g}) "
+            "or check the corpus for bad pixels; the last good checkpoint is "
+            f"{out / 'checkpoints' / 'last.pt'}"
+        )
+
+
+def _optimizer_step(model: A2MAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+class _Progress:
+    """The progress bar, and the metrics log (``metrics.jsonl``, rank 0 only)."""
+
+    def __init__(
+        self, out: Path, cfg: TrainConfig, env: _Dist, start_step: int, end: int, show: bool
+    ) -> None:
+        self.cfg, self.world_size, self.first, self.end = cfg, env.world_size, start_step, end
+        self.metrics = (out / "metrics.jsonl").open("a") if env.rank == 0 else None
+        self.bar = tqdm(
+            total=cfg.steps, initial=start_step, disable=not show or env.rank != 0, desc="train"
+        )
+        self.tic = time.perf_counter()
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    def step(self, done: int, lr: float, loss: float, stats: _StepStats) -> None:
+        """Report step ``done``; a metrics line every ``log_every`` steps, first and last."""
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}")
+        due = done % self.cfg.log_every == 0 or done in (self.end, self.first + 1)
+        if self.metrics is not None and due:
+            record = {
+                "step": done, "lr": lr, "loss": loss,
+                "sensor_loss": {k: float(np.mean(v)) for k, v in sorted(stats.sensor_losses.items())},
+                "groups_per_s": stats.n_groups * self.world_size
+                / max(1e-9, time.perf_counter() - self.tic),
+                "time": time.time(),
+            }  # fmt: skip
+            self.metrics.write(json.dumps(record) + "\n")
+            self.metrics.flush()
+        self.tic = time.perf_counter()
 
 
 def _out_of_time(started: float, cfg: TrainConfig, env: _Dist) -> bool:
@@ -246,10 +325,7 @@ def _mean_over_ranks(value: float, env: _Dist) -> float:
 
 def _model_args(cfg: TrainConfig, ckpt: dict[str, Any] | None) -> ModelArgs:
     overrides = {} if cfg.patch_px is None else {"patch_px": cfg.patch_px}
-    try:
-        args = model_args(cfg.model, **overrides)
-    except ValueError as e:
-        raise TrainingError(str(e)) from e
+    args = model_args(cfg.model, **overrides)
     if ckpt is not None and ckpt["model_args"] != asdict(args):
         raise CheckpointError(
             f"the checkpoint holds a {ckpt['model_name']!r} model ({ckpt['model_args']}), but the "
@@ -271,7 +347,7 @@ def _data_config(cfg: TrainConfig, args: ModelArgs) -> DataConfig:
     )
 
 
-def _optimizer(model: A2MAE, cfg: TrainConfig, env: _Dist) -> torch.optim.AdamW:
+def _optimizer(model: A2MAE, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases, norms and learned tokens (every parameter of < 2 dims)."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -309,117 +385,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     path.write_text("".join(ln + "\n" for ln in lines if json.loads(ln)["step"] <= step))
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [
-            str(np_state[0]),
-            torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)),
-            *map(int, np_state[2:4]),
-            float(np_state[4]),
-        ],
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(_as_tuple(state["python"]))
-
-
-def _as_tuple(value: Any) -> Any:
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
-
-
-def _save_checkpoint(
-    out: Path,
-    model: A2MAE,
-    optimizer: torch.optim.Optimizer,
-    cfg: TrainConfig,
-    step: int,
-    env: _Dist,
-) -> None:
-    rng = _rng_state()
-    states: list[Any] = [rng]
-    if env.world_size > 1:
-        states = [None] * env.world_size
-        dist.all_gather_object(states, rng)
-    if env.rank != 0:
-        return
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "version": 1,
-        "model_name": cfg.model,
-        "model_args": asdict(model.args),
-        "config": cfg.model_dump(),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "step": step,
-        "data": {"batches_per_rank": step * cfg.grad_accum, "world_size": env.world_size},
-        "rng": states,
-    }
-    ckpts = out / "checkpoints"
-    path = ckpts / f"step-{step:08d}.pt"
-    _atomic_save(ckpt, path)
-    _atomic_save(ckpt, ckpts / "last.pt")
-    for old in sorted(ckpts.glob("step-*.pt"))[: -cfg.keep_checkpoints]:
-        old.unlink()
-
-
-def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); raises :class:`CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; train first or point at a run directory")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot load checkpoint {path}: {e}") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a terracorpus A²-MAE checkpoint")
-    return ckpt
-
-
-def _load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
-    ckpt = load_checkpoint(path)
-    changed = {
-        k: (v, getattr(cfg, k))
-        for k, v in ckpt["config"].items()
-        if k not in ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "device")
-        and getattr(cfg, k, v) != v
-    }
-    if changed:
-        log.warning("resuming with a config that differs from the checkpoint's: %s", changed)
-    return ckpt
-
-
-def _restore(
-    ckpt: dict[str, Any], model: A2MAE, optimizer: torch.optim.Optimizer, env: _Dist
-) -> int:
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint weights do not fit the model: {e}") from e
-    optimizer.load_state_dict(ckpt["optimizer"])
-    saved_world = ckpt["data"]["world_size"]
-    if saved_world != env.world_size:
-        raise CheckpointError(
-            f"the checkpoint was written by {saved_world} ranks, this run has {env.world_size}; "
-            "resume with the same number of ranks (the data position is per rank)"
-        )
-    _set_rng_state(ckpt["rng"][env.rank])
-    return int(ckpt["step"])
