@@ -108,9 +108,10 @@ def test_token_expiring_during_a_run_is_renewed(blobs: tuple[RangeServer, Path])
     # The endpoint said the token lives an hour; the store ends it now (a revocation, or
     # clocks apart). The next read is refused once, re-signs and succeeds.
     server.expire_tokens()
+    refused = server.expired
     (again,) = read_scene_chips(scene, GF2, _chip(1), access=access)
     assert isinstance(again, ChipPixels), again
-    assert server.token_requests == issued + 1
+    assert server.token_requests == issued + 1 and server.expired > refused
 
 
 def test_tokens_are_renewed_before_they_expire(blobs: tuple[RangeServer, Path]) -> None:

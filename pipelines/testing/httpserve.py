@@ -128,6 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "requests": srv.requests,
                 "token_requests": srv.token_requests,
                 "signed": srv.signed,
+                "expired": srv.expired,
             }
         self._send_json(payload)
 
@@ -234,6 +235,7 @@ class _Server(ThreadingHTTPServer):
         self.tokens: dict[str, tuple[str, float]] = {}  # sig -> (container, expires at)
         self.token_requests = 0
         self.signed = 0
+        self.expired = 0  # reads refused because their token had ended
 
     def configure(self, options: dict[str, str]) -> None:
         """Access rules (called with the lock held)."""
@@ -265,7 +267,11 @@ class _Server(ThreadingHTTPServer):
                 return None
             sig = parse_qs(query).get("sig", [""])[0]
             container, expires = self.tokens.get(sig, ("", 0.0))
-        if container != rel.split("/", 1)[0] or expires < time.time():
+        if container != rel.split("/", 1)[0]:
+            return 403
+        if expires < time.time():
+            with self._lock:
+                self.expired += 1
             return 403
         return None
 
@@ -347,6 +353,11 @@ class RangeServer:
     def signed(self) -> int:
         """File requests that carried an ``Authorization`` header (a signed S3 request)."""
         return int(self._control("stats")["signed"])
+
+    @property
+    def expired(self) -> int:
+        """File requests refused because their token had ended."""
+        return int(self._control("stats")["expired"])
 
     @property
     def token_endpoint(self) -> str:
