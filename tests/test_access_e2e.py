@@ -24,6 +24,7 @@ from terracorpus.catalogs.world.testing import tiny_world
 from terracorpus.pipelines.config import parse_config
 from terracorpus.pipelines.corpus.validate import validate_corpus
 from terracorpus.pipelines.curate import curate
+from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.testing.httpserve import RangeServer
 
 pytestmark = pytest.mark.integration
@@ -112,7 +113,9 @@ def test_curate_without_auth_records_what_to_set(
 ) -> None:
     world, blobs, api_url = signed_world
     run_dir = tmp_path / "run"
-    with pytest.raises(Exception, match="describe could not read any"):
+    # The one-line error says the commonest reason and what to set.
+    what = r"describe could not read any.*most \(\d+\): access_denied: .*search\.apis\[0\]\.auth"
+    with pytest.raises(StageError, match=what):
         curate(_config(world, blobs, api_url, run_dir, "none"), echo=lambda s: None)
     failures = pd.read_parquet(run_dir / "failures.parquet")
     denied = failures[failures["reason"] == "access_denied"]

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from distributed import Client
 
 from terracorpus.catalogs.access import ReadAccess
 from terracorpus.catalogs.frames import scenes_from_frame
+from terracorpus.catalogs.redact import redact_text
 from terracorpus.catalogs.scene import SceneRecord
 from terracorpus.catalogs.sensors import Sensor, SensorRegistry, load_registry
 from terracorpus.curation.descriptors import (
@@ -181,6 +183,16 @@ def plan_batches(
                 Batch(key, scene, sensor, chunk, gsd, not cfg.full_resolution, path, access)
             )
     return batches
+
+
+def _commonest(failures: Sequence[Failure]) -> str:
+    """ "; most (n): <reason>: <a detail>" for the commonest failure reason, or ""."""
+    if not failures:
+        return ""
+    reasons = Counter(f.reason for f in failures)
+    reason, n = reasons.most_common(1)[0]
+    example = next(f.detail for f in failures if f.reason == reason)
+    return f"; most ({n}): {reason}: {redact_text(example)}"
 
 
 def _centre_lonlat(
@@ -353,7 +365,7 @@ def run_describe(config: RunConfig, run: RunDir, client: Client) -> str:
     if table.num_rows == 0:
         raise StageError(
             f"describe could not read any of the {sum(len(b.chips) for b in batches)} chips; "
-            f"the reasons are in {run.path('failures.parquet')}"
+            f"the reasons are in {run.path('failures.parquet')}{_commonest(failures)}"
         )
     table = table.sort_by("chip_id").replace_schema_metadata(None)
     run.write_table(
