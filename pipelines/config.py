@@ -36,6 +36,13 @@ class ApiConfig(_Section):
 
     url: str = Field(description="STAC API root URL, e.g. http://127.0.0.1:8089")
     collections: list[str] = Field(min_length=1)
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a stable name for this catalog: the config hash uses it instead of url, so "
+        "the same catalog served at another address (a local API on a free port, a tunnel) keeps "
+        "its run directory's artifacts",
+    )
     auth: Auth = Field(
         default="none",
         description="how assets are read: none, planetary-computer (SAS signing), "
@@ -310,6 +317,9 @@ class RunConfig(_Section):
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of the settings that shape artifacts."""
         data = self.model_dump(mode="json", exclude={"run_dir", "strict", "dask"})
+        for api in data["search"]["apis"]:
+            if api.get("name"):  # the catalog's identity, not the address it is served at
+                del api["url"]
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 

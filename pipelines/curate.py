@@ -172,6 +172,7 @@ def curate(
             args = (config, run, client) if stage.needs_client else (config, run)
             summary = fn(*args, labeller=labeller) if stage.takes_labeller else fn(*args)
             seconds = time.perf_counter() - t0
+            run.clear_scratch(stage.name)
             run.record_timing(stage.name, seconds)
             log.info("stage %s finished in %.1f s: %s", stage.name, seconds, summary)
             echo(f"[{stage.name}] done in {seconds:.1f} s" + (f": {summary}" if summary else ""))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from terracorpus.pipelines.corpus.labels import WorldLabeller
 from terracorpus.pipelines.curate import curate
 from terracorpus.pipelines.errors import PipelineError, StageError
 from terracorpus.pipelines.report import write_report
+from terracorpus.pipelines.rundir import CONFIG_FILE
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,15 @@ def demo_run_config(world: Any, api_url: str, run_dir: Path, preset: DemoPreset)
         {
             "run_dir": str(run_dir),
             "search": {
-                "apis": [{"url": api_url, "collections": list(world.collections)}],
+                # The local API listens on a free port, a new one each run: the world's identity,
+                # not the address, is what the artifacts depend on (a second demo reuses them).
+                "apis": [
+                    {
+                        "url": api_url,
+                        "name": f"terracorpus-demo-world:{world.preset}:seed-{world.seed}",
+                        "collections": list(world.collections),
+                    }
+                ],
                 # The regions lie continents apart: search each one, not the box around all.
                 "tiles": [
                     r["bbox"] for r in json.loads((world.out / "world.json").read_text())["regions"]
@@ -79,6 +89,32 @@ def demo_run_config(world: Any, api_url: str, run_dir: Path, preset: DemoPreset)
         },
         source="the demo",
     )
+
+
+def _prepare_run_dir(run_dir: Path, cfg: RunConfig, echo: Callable[[str], None]) -> None:
+    """Reuse an earlier demo's run directory when it was made with this config (its complete
+    stages are skipped), else start it over; say which."""
+    stored = run_dir / CONFIG_FILE
+    if not stored.exists():
+        if run_dir.exists():  # a run that never got as far as its config: nothing to reuse
+            echo(f"[run] {run_dir} holds no finished stage: starting it over")
+            shutil.rmtree(run_dir)
+        return
+    try:
+        old_hash = json.loads(stored.read_text()).get("config_hash")
+    except (OSError, ValueError):
+        old_hash = None
+    if old_hash == cfg.config_hash():
+        echo(
+            f"[run] {run_dir} holds an earlier run of this demo: its complete stages are reused, "
+            "unfinished ones redone"
+        )
+        return
+    echo(
+        f"[run] {run_dir} holds a run made with another config (another preset or seed): "
+        "starting it over"
+    )
+    shutil.rmtree(run_dir)
 
 
 def _subcommand(args: list[str], log_path: Path, echo: Callable[[str], None]) -> None:
@@ -123,6 +159,7 @@ def run_demo(
         echo(f"[catalog] STAC API serving the world at {server.url}")
         cfg = demo_run_config(world, server.url, run_dir, preset)
         (out / "run.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        _prepare_run_dir(run_dir, cfg, echo)
         t = time.perf_counter()
         curate(cfg, echo=echo, labeller=WorldLabeller(str(world.out)))
         result.timings["curate"] = time.perf_counter() - t

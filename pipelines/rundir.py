@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,7 +82,12 @@ class RunDir:
         return p
 
     def clear_scratch(self, stage: str) -> None:
-        shutil.rmtree(self.root / "_scratch" / stage, ignore_errors=True)
+        """Drop a stage's partial outputs (once its artifact is complete, they are redundant),
+        and ``_scratch/`` itself when no other stage has any left."""
+        scratch = self.root / "_scratch"
+        shutil.rmtree(scratch / stage, ignore_errors=True)
+        with suppress(OSError):  # not empty: another stage's resumable state is kept
+            scratch.rmdir()
 
     # -- config ---------------------------------------------------------------------------
     def _check_config_file(self) -> None:

@@ -51,6 +51,26 @@ def test_config_hash_ignores_where_it_runs_but_not_what_it_makes() -> None:
     assert base.config_hash() != parse_config({"group": {"chip_size_m": 100}}).config_hash()
 
 
+def test_a_named_catalog_hashes_by_its_name_not_its_address() -> None:
+    def cfg(url: str, name: str | None) -> RunConfig:
+        api = {"url": url, "collections": ["c"], **({"name": name} if name else {})}
+        return parse_config({"search": {"apis": [api]}})
+
+    # The demo's local API gets a new port every run; its artifacts do not depend on it.
+    assert (
+        cfg("http://127.0.0.1:1111", "w").config_hash()
+        == cfg("http://127.0.0.1:2222", "w").config_hash()
+    )
+    assert (
+        cfg("http://127.0.0.1:1111", "w").config_hash()
+        != cfg("http://127.0.0.1:1111", "v").config_hash()
+    )
+    # Unnamed, the address is the catalog's identity.
+    assert (
+        cfg("http://a.example", None).config_hash() != cfg("http://b.example", None).config_hash()
+    )
+
+
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")

@@ -81,6 +81,7 @@ def local_run(
 def test_curate_writes_every_artifact_and_a_valid_corpus(local_run: Path) -> None:
     for name in ARTIFACTS:
         assert (local_run / name).exists(), name
+    assert not (local_run / "_scratch").exists()  # a finished run keeps no partial outputs
     report = validate_corpus(str(local_run))
     assert report.ok, report
     content = _corpus_content(local_run)
@@ -94,6 +95,17 @@ def test_second_curate_skips_every_stage(
 ) -> None:
     world, url = served_world
     result = curate(_config(world, url, local_run, workers=1), echo=lambda s: None)
+    assert {s.status for s in result.stages} == {"skipped"}
+
+
+def test_the_same_catalog_at_another_address_reuses_every_stage(
+    served_world: tuple[WorldSummary, str], local_run: Path
+) -> None:
+    world, url = served_world
+    with StacServer([world.out]) as again:  # the demo's situation: a new port each run
+        assert again.url != url
+        cfg = _config(world, again.url, local_run, workers=1)
+        result = curate(cfg, echo=lambda s: None)
     assert {s.status for s in result.stages} == {"skipped"}
 
 

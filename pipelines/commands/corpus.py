@@ -120,6 +120,7 @@ def materialize_cmd(
             storage_options=_storage_options(storage_pairs),
             labeller=labeller,
         )
+    run.clear_scratch(STAGE + ("-append" if append_to else ""))
     click.echo(summary)
 
 

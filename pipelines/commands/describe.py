@@ -48,6 +48,7 @@ def describe_cmd(
     run = RunDir(run_dir, cfg)
     with run.timed(STAGE), dask_client(cfg.dask) as client:
         summary = run_describe(cfg, run, client)
+    run.clear_scratch(STAGE)
     click.echo(f"{run.path(OUTPUT)}: {summary}")
 
 
