@@ -39,7 +39,7 @@ from terracorpus.catalogs.errors import ServerError
 
 log = logging.getLogger(__name__)
 
-_ITEM_SUFFIXES = (".json", ".geojson", ".ndjson", ".jsonl")
+_ITEM_SUFFIXES = (".json", ".geojson", ".ndjson", ".jsonl", ".parquet")
 
 
 @dataclass
@@ -195,7 +195,7 @@ def load_stac_documents(paths: Iterable[str | Path]) -> StacDocuments:
             raise ServerError(f"{path} does not exist; give a world directory or STAC item files")
     if not docs.items:
         raise ServerError(
-            f"no STAC items in {', '.join(str(p) for p in given)} (looked for items/**/*.json, "
+            f"no STAC items in {', '.join(str(p) for p in given)} (looked for items/**/*.json, stac-geoparquet *.parquet, "
             "or *.json / *.geojson / *.ndjson files holding STAC Items or ItemCollections)"
         )
     return docs
@@ -217,6 +217,9 @@ def _read_directory(root: Path, docs: StacDocuments) -> None:
 
 
 def _read_file(path: Path, docs: StacDocuments, *, strict: bool) -> None:
+    if path.suffix == ".parquet":
+        _read_geoparquet(path, docs, strict=strict)
+        return
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -234,6 +237,29 @@ def _read_file(path: Path, docs: StacDocuments, *, strict: bool) -> None:
     base = str(path.parent.resolve())  # once per file: resolving per href is slow
     for obj in objs:
         _add_document(obj, path, base, docs, strict=strict)
+
+
+def _read_geoparquet(path: Path, docs: StacDocuments, *, strict: bool) -> None:
+    """stac-geoparquet (e.g. a corpus's items.parquet), read with rustac."""
+    import pyarrow.parquet as pq
+    import rustac
+
+    try:
+        columns = set(pq.read_schema(path).names)
+    except Exception as e:  # pyarrow raises several kinds for a file that is not Parquet
+        columns = set()
+        log.debug("%s: not Parquet (%s)", path, e)
+    if not strict and not {"id", "stac_version", "assets"} <= columns:
+        log.debug("skipping %s: not stac-geoparquet (a run's tables, a manifest)", path)
+        return
+    try:
+        obj = rustac.read_sync(str(path), format="geoparquet", set_self_link=False)
+    except Exception as e:  # rustac raises its own error for any file that is not STAC
+        if not strict:
+            log.debug("skipping %s: not stac-geoparquet (%s)", path, e)
+            return
+        raise ServerError(f"{path} is not stac-geoparquet: {e}") from None
+    _add_document(obj, path, str(path.parent.resolve()), docs, strict=strict)
 
 
 def _add_document(obj: Any, path: Path, base: str, docs: StacDocuments, *, strict: bool) -> None:

@@ -25,7 +25,9 @@ import yaml
 from terracorpus.catalogs.server import StacServer
 from terracorpus.catalogs.world import create_world
 from terracorpus.pipelines.config import RunConfig, parse_config
+from terracorpus.pipelines.corpus.items import ITEMS_NAME, write_items
 from terracorpus.pipelines.corpus.labels import WorldLabeller
+from terracorpus.pipelines.corpus.location import CorpusLocation
 from terracorpus.pipelines.curate import curate
 from terracorpus.pipelines.errors import PipelineError, StageError
 from terracorpus.pipelines.report import write_report
@@ -162,6 +164,8 @@ def run_demo(
         _prepare_run_dir(run_dir, cfg, echo)
         t = time.perf_counter()
         curate(cfg, echo=echo, labeller=WorldLabeller(str(world.out)))
+        items = write_items(CorpusLocation.of(run_dir))
+        echo(f"[stac] the corpus's images as STAC Items (stac-geoparquet): {items}")
         result.timings["curate"] = time.perf_counter() - t
 
     train_dir = out / "train"
@@ -198,7 +202,7 @@ def run_demo(
     )
     result.timings["train"] = time.perf_counter() - t
     t = time.perf_counter()
-    probe_json = out / "probe.json"
+    probe_json = train_dir / "probe.json"  # beside the run's metrics, where the report looks
     _subcommand(
         [
             "probe",
@@ -218,13 +222,14 @@ def run_demo(
     result.timings["probe"] = time.perf_counter() - t
     result.probe = json.loads(probe_json.read_text())
 
-    report = write_report(run_dir)
+    report = write_report(run_dir, train_dir=train_dir)
     result.paths = {
         "world": world.out,
         "run directory": run_dir,
         "corpus": run_dir / "corpus.zarr",
         "manifest": run_dir / "manifest.parquet",
         "STAC collection of the corpus": run_dir / "collection.json",
+        "STAC items of the corpus": run_dir / ITEMS_NAME,
         "checkpoints": train_dir,
         "encoder": train_dir / "encoder",
         "probe scores": probe_json,

@@ -173,4 +173,118 @@ def info_cmd(path: str, png: Path | None, n_groups: int, storage_pairs: tuple[st
         )
 
 
+def _bbox(value: str | None) -> tuple[float, float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        w, s, e, n = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not west,south,east,north", param_hint="--bbox"
+        ) from None
+    if not (w <= e and s <= n):
+        raise click.BadParameter(f"{value!r}: west > east or south > north", param_hint="--bbox")
+    return (w, s, e, n)
+
+
+_query_options = [
+    click.option("--bbox", help="lon/lat west,south,east,north the group footprint intersects."),
+    click.option(
+        "--datetime", "when", help="An image taken then: 2023-06-01, or start/end ('..' open)."
+    ),
+    click.option(
+        "--sensor", "sensors", multiple=True, help="An image of this sensor (repeatable)."
+    ),
+]
+
+
+def _with_query(fn: Any) -> Any:
+    for option in reversed(_query_options):
+        fn = option(fn)
+    return fn
+
+
+def _query(bbox: str | None, when: str | None, sensors: tuple[str, ...]) -> Any:
+    from terracorpus.pipelines.corpus.subset import Query, parse_datetime
+
+    start, end = parse_datetime(when)
+    return Query(bbox=_bbox(bbox), start=start, end=end, sensors=sensors)
+
+
+@corpus_group.command("search")
+@click.argument("path")
+@_with_query
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per matching group.")
+@_storage_option
+def search_cmd(
+    path: str,
+    bbox: str | None,
+    when: str | None,
+    sensors: tuple[str, ...],
+    as_json: bool,
+    storage_pairs: tuple[str, ...],
+) -> None:
+    """List the groups with an image of SENSOR taken in DATETIME whose footprint meets BBOX."""
+    from terracorpus.pipelines.corpus.location import CorpusLocation
+    from terracorpus.pipelines.corpus.subset import search_groups
+
+    location = CorpusLocation.of(path, _storage_options(storage_pairs))
+    found = search_groups(location, _query(bbox, when, sensors))
+    if as_json:
+        for record in found.to_dict("records"):
+            click.echo(json.dumps(record, default=str))
+        return
+    for row in found.itertuples(index=False):
+        click.echo(
+            f"{row.group_id}  {row.split:<5}  {row.images} images ({row.sensors})  "
+            f"{row.start:%Y-%m-%d}..{row.end:%Y-%m-%d}  "
+            f"[{row.west:.4f}, {row.south:.4f}, {row.east:.4f}, {row.north:.4f}]"
+        )
+    click.echo(f"{len(found)} groups match", err=True)
+
+
+@corpus_group.command("subset")
+@click.argument("path")
+@click.argument("out")
+@_with_query
+@click.option("--group", "group_ids", multiple=True, help="A group id to keep (repeatable).")
+@_storage_option
+def subset_cmd(
+    path: str,
+    out: str,
+    bbox: str | None,
+    when: str | None,
+    sensors: tuple[str, ...],
+    group_ids: tuple[str, ...],
+    storage_pairs: tuple[str, ...],
+) -> None:
+    """Write the matching groups (whole, every image) of PATH as a new corpus in OUT."""
+    import tempfile
+
+    from terracorpus.pipelines.corpus.location import CorpusLocation
+    from terracorpus.pipelines.corpus.subset import search_groups, write_subset
+
+    opts = _storage_options(storage_pairs)
+    source = CorpusLocation.of(path, opts)
+    found = search_groups(source, _query(bbox, when, sensors))
+    ids = [g for g in found["group_id"] if not group_ids or g in set(group_ids)]
+    with tempfile.TemporaryDirectory(prefix="terracorpus-subset-") as scratch:
+        summary = write_subset(source, CorpusLocation.of(out, opts), ids, scratch=Path(scratch))
+    images = ", ".join(f"{s} {n}" for s, n in sorted(summary.images.items()))
+    click.echo(f"{out}: {summary.groups} groups, images {images} (of {path})")
+
+
+@corpus_group.command("stac")
+@click.argument("path")
+@click.option("--out", help="Where to write (default: PATH/items.parquet).")
+@_storage_option
+def stac_cmd(path: str, out: str | None, storage_pairs: tuple[str, ...]) -> None:
+    """Write the corpus's images as STAC Items in stac-geoparquet (one Item per image)."""
+    from terracorpus.pipelines.corpus.items import write_items
+    from terracorpus.pipelines.corpus.location import CorpusLocation
+
+    target = write_items(CorpusLocation.of(path, _storage_options(storage_pairs)), out)
+    click.echo(f"STAC items: {target}")
+
+
 COMMANDS = [materialize_cmd, corpus_group]
