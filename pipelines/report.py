@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from terracorpus.catalogs.redact import redact_text
 from terracorpus.pipelines.corpus.info import picture_grid
 from terracorpus.pipelines.errors import StageError
+from terracorpus.pipelines.report_training import training_sections
 from terracorpus.pipelines.rundir import FAILURES, TIMINGS, read_parquet
 
 SEASONS = ("DJF", "MAM", "JJA", "SON")
@@ -86,10 +87,22 @@ def _footprint_map(groups: pd.DataFrame, selection: pd.DataFrame | None) -> str:
             )
         ax.set_title(f"around {cy[sel].mean():.2f}N {cx[sel].mean():.2f}E", fontsize=9)
         ax.set_aspect("equal", adjustable="datalim")
-        ax.ticklabel_format(useOffset=False)
-        ax.tick_params(labelsize=7)
+        _degree_axes(ax)
     fig.suptitle("group footprints coloured by cluster (faded: dropped)", fontsize=10)
     return _png(fig)
+
+
+def _degree_axes(ax: Any) -> None:
+    """Few, short tick labels in degrees (a panel is a few km: full coordinates collide)."""
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(nbins=4))
+        axis.set_major_formatter(FormatStrFormatter("%.3f°"))
+    ax.tick_params(labelsize=7)
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.set_xlabel("longitude", fontsize=7)
+    ax.set_ylabel("latitude", fontsize=7)
 
 
 def _bars(ax: Any, counts: pd.Series, title: str, color: str = "#4a7ab5") -> None:
@@ -173,7 +186,7 @@ def _samples(run_dir: Path) -> str | None:
     return f'<img class="figure" alt="sample groups" src="data:image/png;base64,{data}">'
 
 
-def build_sections(run_dir: Path) -> list[Section]:
+def build_sections(run_dir: Path, train_dir: Path | None = None) -> list[Section]:
     scenes = _load(run_dir, "scenes.parquet")
     groups = _load(run_dir, "groups.parquet")
     chips = _load(run_dir, "chips.parquet")
@@ -214,6 +227,7 @@ def build_sections(run_dir: Path) -> list[Section]:
         body = build()
         if body is not None:
             sections.append(Section(title, body))
+    sections += [Section(t, body) for t, body in training_sections(train_dir, _png)]
     if failures is not None and len(failures):
         by = failures.groupby(["stage", "reason"]).size().rename("count").reset_index()
         sections.append(
@@ -241,12 +255,20 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.html`` for a run directory and return its path."""
+def write_report(
+    run_dir: str | Path, out: str | Path | None = None, train_dir: str | Path | None = None
+) -> Path:
+    """Write ``report.html`` for a run directory and return its path.
+
+    ``train_dir`` (the ``--out`` of ``terracorpus train``) adds the loss curves, the probe
+    scores and the reconstruction pictures found there.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise StageError(f"run directory {run_dir} does not exist")
-    sections = build_sections(run_dir)
+    if train_dir is not None and not Path(train_dir).is_dir():
+        raise StageError(f"training directory {train_dir} does not exist; train first")
+    sections = build_sections(run_dir, None if train_dir is None else Path(train_dir))
     target = Path(out) if out else run_dir / "report.html"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "\n".join(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +52,8 @@ def train(
     until: int | None,
     resume: bool, overwrite: bool, no_progress: bool,
 ) -> None:  # fmt: skip
-    """Pre-train A²-MAE on a corpus; writes checkpoints/, metrics.jsonl and config.yaml to --out.
+    """Pre-train A²-MAE on a corpus; writes checkpoints/, metrics.jsonl, config.yaml and
+    reconstructions/ (PNGs of masked groups beside the truth) to --out.
 
     Several GPUs or nodes: torchrun --nproc-per-node N -m terracorpus.training.cli train ...
     """
@@ -66,6 +68,11 @@ def train(
             f"trained steps {result.start_step + 1}-{result.steps}: loss "
             f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}; run in {result.out_dir}"
         )
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one rank draws
+            from terracorpus.training.reconstruct import write_reconstructions
+
+            pictures = write_reconstructions(corpus, result.out_dir)
+            click.echo(f"{len(pictures)} masked groups reconstructed: {pictures[0].parent}")
     else:
         click.echo(f"nothing to do: the run in {result.out_dir} is at step {result.steps}")
 

@@ -15,9 +15,15 @@ from terracorpus.pipelines.report import write_report
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: RUN_DIR/report.html."
 )
-def report_cmd(run_dir: Path, out: Path | None) -> None:
-    """Write a self-contained HTML report of a curation run."""
-    path = write_report(run_dir, out)
+@click.option(
+    "--train",
+    "train_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A training run (terracorpus train --out) to show: loss, probe scores, reconstructions.",
+)
+def report_cmd(run_dir: Path, out: Path | None, train_dir: Path | None) -> None:
+    """Write a self-contained HTML report of a curation run (and of its training run)."""
+    path = write_report(run_dir, out, train_dir)
     click.echo(f"report: {path}")
 
 
