@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -32,7 +32,9 @@ SCORES = (
 )
 
 
-def training_sections(train_dir: Path | None, png: Any) -> list[tuple[str, str]]:
+def training_sections(
+    train_dir: Path | None, png: Callable[[Figure], str]
+) -> list[tuple[str, str]]:
     """(title, HTML) of each training section the directory has material for.
 
     Args:
@@ -77,7 +79,7 @@ def loss_figure(metrics: pd.DataFrame) -> Figure:
     """The training loss per logged step, overall and per sensor."""
     fig, ax = plt.subplots(figsize=(8.5, 3.6))
     ax.plot(metrics["step"], metrics["loss"], color="black", lw=2, label="all sensors")
-    for column in sorted(c for c in metrics if c.startswith("loss:")):
+    for column in sorted(str(c) for c in metrics.columns if str(c).startswith("loss:")):
         part = metrics[["step", column]].dropna()
         ax.plot(part["step"], part[column], lw=1, alpha=0.8, label=column.removeprefix("loss:"))
     ax.set_xlabel("step")
@@ -121,7 +123,7 @@ def _weights_label(name: str) -> str:
     return {"encoder": "pre-trained weights", "random": "random weights"}.get(name, name)
 
 
-def _scores_html(scores: dict[str, dict[str, float]], png: Any) -> str:
+def _scores_html(scores: dict[str, dict[str, float]], png: Callable[[Figure], str]) -> str:
     rows = "".join(
         f"<tr><th>{html.escape(_weights_label(name))}</th>"
         + "".join(f"<td>{float(s[k]):.3f}</td>" if k in s else "<td>—</td>" for k, _ in SCORES)

@@ -162,7 +162,8 @@ def _first_batch(
         seed=int(cfg.get("seed", 0)),  # type: ignore[call-overload]
     )
     loader = make_loader(reader, data, batch_size=n_groups, num_workers=0, epochs=1)
-    return next(iter(loader))
+    batch: GroupBatch = next(iter(loader))
+    return batch
 
 
 def _save_png(images: list[ImageReconstruction], path: Path, title: str) -> None:
