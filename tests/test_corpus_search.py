@@ -21,9 +21,9 @@ from terracorpus.pipelines.cli import main
 from terracorpus.pipelines.corpus import validate_corpus, write_arrays
 from terracorpus.pipelines.corpus.items import item_id, write_items
 from terracorpus.pipelines.corpus.location import CorpusLocation
-from terracorpus.pipelines.corpus.memory import synthetic_inputs
 from terracorpus.pipelines.corpus.subset import Query, parse_datetime, search_groups, write_subset
 from terracorpus.pipelines.errors import CorpusError
+from terracorpus.pipelines.testing.corpora import synthetic_inputs
 
 N_GROUPS = 12
 
