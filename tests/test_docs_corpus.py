@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from describe_builders import trusted_access
 
 from terracorpus.catalogs.frames import scenes_to_frame
 from terracorpus.catalogs.parse import scene_from_item
@@ -62,7 +63,9 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ]
     )  # fmt: skip
     root = tmp_path_factory.mktemp("docs")
-    cfg = RunConfig(run_dir=str(root / "demo-run" / "run"), corpus=CorpusConfig(shard_mb=2))
+    scenes, access = trusted_access(scenes)
+    run_dir = str(root / "demo-run" / "run")
+    cfg = RunConfig(run_dir=run_dir, corpus=CorpusConfig(shard_mb=2), **access)
     run = RunDir(cfg.run_dir, cfg)
     run.write_table("scenes.parquet", scenes_to_frame(scenes), stage="search")
     run.write_table("groups.parquet", groups_to_frame(list(picked.values())), stage="group")

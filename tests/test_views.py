@@ -11,6 +11,7 @@ import pytest
 import rasterio
 import rasterio.windows
 import zarr
+from describe_builders import trusted_access
 
 from terracorpus.catalogs.frames import scenes_to_frame
 from terracorpus.catalogs.parse import scene_from_item
@@ -44,7 +45,10 @@ def world_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
             for m in g.members
         ]
     )  # fmt: skip
-    cfg = RunConfig(run_dir=str(tmp_path_factory.mktemp("vrun")), corpus=CorpusConfig(shard_mb=2))
+    scenes, access = trusted_access(scenes)
+    cfg = RunConfig(
+        run_dir=str(tmp_path_factory.mktemp("vrun")), corpus=CorpusConfig(shard_mb=2), **access
+    )
     run = RunDir(cfg.run_dir, cfg)
     run.write_table("scenes.parquet", scenes_to_frame(scenes), stage="search")
     run.write_table("groups.parquet", groups_to_frame(groups), stage="group")
