@@ -3,15 +3,17 @@
 The tiny demo world's items are served by the real local STAC API with their hrefs moved
 onto a loopback range server that, like Azure blob storage behind Planetary Computer,
 demands a valid, unexpired token of each container (a collection's folder) from its token
-endpoint. Tokens end after a few seconds although the endpoint says an hour, so they expire
-during the run: the workers must re-sign and still read every scene, and no token may reach
-any file of the run directory.
+endpoint. Tokens end after a few seconds although the endpoint says an hour, and every token
+is revoked once the run has made a few hundred reads, so tokens end during the run however
+fast the machine is: the workers must re-sign and still read every scene, and no token may
+reach any file of the run directory.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +31,15 @@ from terracorpus.pipelines.testing.httpserve import RangeServer
 
 pytestmark = pytest.mark.integration
 TOKEN_LIFE_S = 10.0
+REVOKE_AFTER_READS = 300  # the tiny world's curate makes about 1,500
+
+
+def _revoke_tokens_mid_run(server: RangeServer, done: threading.Event) -> None:
+    """Once the run has made ``REVOKE_AFTER_READS`` reads, end every token issued so far."""
+    while not done.wait(0.05):
+        if sum(server.requests.values()) >= REVOKE_AFTER_READS:
+            server.expire_tokens()
+            return
 
 
 def _signed_catalog(world: WorldSummary, server: RangeServer, out: Path) -> Path:
@@ -89,7 +100,16 @@ def test_curate_reads_signed_pixels_through_token_expiry(
 ) -> None:
     world, blobs, api_url = signed_world
     run_dir = tmp_path / "run"
-    curate(_config(world, blobs, api_url, run_dir, "planetary-computer"), echo=lambda s: None)
+    blobs.reset_counters()
+    expired_before = blobs.expired
+    done = threading.Event()
+    revoker = threading.Thread(target=_revoke_tokens_mid_run, args=(blobs, done), daemon=True)
+    revoker.start()
+    try:
+        curate(_config(world, blobs, api_url, run_dir, "planetary-computer"), echo=lambda s: None)
+    finally:
+        done.set()
+        revoker.join()
     assert validate_corpus(str(run_dir)).ok
     failures = (
         pd.read_parquet(run_dir / "failures.parquet")
@@ -99,7 +119,7 @@ def test_curate_reads_signed_pixels_through_token_expiry(
     unreadable = {"access_denied", "href_refused", "scene_unreadable", "read_error"}
     assert not set(failures["reason"]) & unreadable, failures
     # Tokens ended during the run (reads were refused with them) and were renewed.
-    assert blobs.expired > 0
+    assert blobs.expired > expired_before
     for path in run_dir.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
