@@ -7,6 +7,8 @@ JSON strings so the table stays flat and readable by any Parquet tool:
 - ``bands``: ``[{"band": "B04", "key": "red", "href": "...", "band_index": 1}, ...]``
 - ``qa``: ``{"key": "scl", "href": "...", "band_index": 1}`` or null
 - ``bbox``: ``[west, south, east, north]``
+- ``repairs``: ``["footprint made valid with make_valid (...)", ...]`` (optional column:
+  tables written before it existed read as no repairs)
 
 :func:`scenes_from_frame` is the exact inverse of :func:`scenes_to_frame`. No file I/O here.
 """
@@ -47,6 +49,7 @@ COLUMNS = (
     "bands",
     "qa",
 )
+OPTIONAL_COLUMNS = ("repairs",)
 _FLOATS = ("gsd", "cloud_cover", "sun_elevation", "sun_azimuth", "off_nadir")
 _STRINGS = ("id", "collection", "sensor", "crs", "platform", "self_href", "api_url")
 
@@ -55,7 +58,7 @@ def scenes_to_frame(scenes: Sequence[SceneRecord]) -> gpd.GeoDataFrame:
     """A GeoDataFrame with one row per scene (geometry: footprint, EPSG:4326)."""
     with _gc_paused():
         rows = [_row(s) for s in scenes]
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, *OPTIONAL_COLUMNS])
     frame["datetime"] = pd.to_datetime(frame["datetime"], utc=True)
     for col in _FLOATS:
         frame[col] = frame[col].astype("float64")
@@ -74,12 +77,11 @@ def scenes_from_frame(frame: gpd.GeoDataFrame) -> list[SceneRecord]:
         )
     wkbs = shapely.to_wkb(frame.geometry.to_numpy())
     times = pd.to_datetime(frame["datetime"], utc=True)
+    columns = [*COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in frame.columns)]
     with _gc_paused():
         return [
             _record(row, wkb, ts.to_pydatetime())
-            for row, wkb, ts in zip(
-                frame[list(COLUMNS)].to_dict("records"), wkbs, times, strict=True
-            )
+            for row, wkb, ts in zip(frame[columns].to_dict("records"), wkbs, times, strict=True)
         ]
 
 
@@ -120,6 +122,7 @@ def _row(s: SceneRecord) -> dict[str, Any]:
         ),
         "bands": json.dumps([{"band": name, **_asset_dict(ref)} for name, ref in s.bands]),
         "qa": None if s.qa is None else json.dumps(_asset_dict(s.qa)),
+        "repairs": json.dumps(list(s.repairs)) if s.repairs else None,
     }
 
 
@@ -173,7 +176,13 @@ def _record(row: dict[str, Any], wkb: bytes, when: Any) -> SceneRecord:
         platform=_opt_str(row["platform"]),
         self_href=_opt_str(row["self_href"]),
         api_url=_opt_str(row["api_url"]),
+        repairs=_repairs(row.get("repairs")),
     )
+
+
+def _repairs(v: Any) -> tuple[str, ...]:
+    text = _opt_str(v)
+    return () if text is None else tuple(str(r) for r in json.loads(text))
 
 
 def _asset_ref(d: dict[str, Any]) -> AssetRef:

@@ -16,25 +16,60 @@ A missing required thing raises :class:`ItemParseError` naming the item and the 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec
 from urllib.parse import urljoin
 
+import numpy as np
 import pystac
 import shapely
 from shapely.geometry import shape as shape_from_geojson
 
 from terracorpus.catalogs.errors import ItemParseError, SensorRegistryError
+from terracorpus.catalogs.itemchecks import (
+    checked_bbox,
+    checked_crs,
+    checked_footprint,
+    checked_shape,
+    checked_transform,
+)
 from terracorpus.catalogs.scene import Affine6, AssetRef, Grid, SceneRecord
 from terracorpus.catalogs.sensors import Sensor, SensorRegistry
 
 Json = Mapping[str, Any]
+P = ParamSpec("P")
 
 
+def _malformed_refused(parse: Callable[P, SceneRecord]) -> Callable[P, SceneRecord]:
+    """A field of the wrong type anywhere in an item (a string where a number belongs) is the
+    item's :class:`ItemParseError`, never a crash of the run that reads it."""
+
+    @functools.wraps(parse)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> SceneRecord:
+        try:
+            return parse(*args, **kwargs)
+        except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as e:
+            item_id = _id_of(args[0] if args else kwargs.get("item"))
+            raise ItemParseError(
+                f"item {item_id}: malformed field ({type(e).__name__}: {str(e)[:200]})"
+            ) from None
+
+    return checked
+
+
+def _id_of(item: Any) -> str:
+    try:
+        return str(item.id if isinstance(item, pystac.Item) else item.get("id") or "<no id>")
+    except AttributeError:
+        return "<no id>"
+
+
+@_malformed_refused
 def scene_from_item(
     item: pystac.Item | Json, registry: SensorRegistry, api_url: str | None = None
 ) -> SceneRecord:
@@ -61,14 +96,14 @@ def scene_from_item(
         for name, key in band_keys.items()
     }
     grids = _distinct_grids(band_grids.values(), item_id)
-    footprint = _footprint(d, item_id)
+    footprint, repairs = _footprint(d, item_id)
     return SceneRecord(
         id=item_id,
         collection=str(d["collection"]),
         sensor=sensor.name,
         datetime=_datetime(props, item_id),
         footprint_wkb=shapely.to_wkb(footprint),
-        bbox=_bbox(d, footprint),
+        bbox=checked_bbox(d.get("bbox"), footprint, item_id),
         crs=crs,
         grids=grids,
         gsd=min(g for g, _ in grids),
@@ -84,6 +119,7 @@ def scene_from_item(
         platform=_str_or_none(props.get("platform")),
         self_href=self_href,
         api_url=api_url,
+        repairs=repairs,
     )
 
 
@@ -133,38 +169,28 @@ def _datetime(props: Json, item_id: str) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def _footprint(d: Json, item_id: str) -> Any:
+def _footprint(d: Json, item_id: str) -> tuple[Any, tuple[str, ...]]:
     geometry = d.get("geometry")
     if not geometry:
         raise ItemParseError(f"item {item_id}: no geometry (a footprint is required)")
     try:
-        geom = shape_from_geojson(geometry)
+        with np.errstate(invalid="ignore"):  # a NaN coordinate is refused just below
+            geom = shape_from_geojson(geometry)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ItemParseError(f"item {item_id}: geometry is not valid GeoJSON: {e}") from None
     if geom.is_empty:
         raise ItemParseError(f"item {item_id}: geometry is empty")
-    return geom
-
-
-def _bbox(d: Json, footprint: Any) -> tuple[float, float, float, float]:
-    raw = d.get("bbox")
-    if isinstance(raw, list | tuple) and len(raw) in (4, 6):
-        vals = [float(v) for v in raw]
-        if len(vals) == 6:  # 3-D bbox: (w, s, zmin, e, n, zmax)
-            vals = [vals[0], vals[1], vals[3], vals[4]]
-        return (vals[0], vals[1], vals[2], vals[3])
-    minx, miny, maxx, maxy = footprint.bounds
-    return (float(minx), float(miny), float(maxx), float(maxy))
+    return checked_footprint(geom, item_id)
 
 
 def _crs(props: Json, band_assets: list[Json], item_id: str) -> str:
     for source in (props, *band_assets):
         if source.get("proj:epsg") is not None:
-            return f"EPSG:{int(source['proj:epsg'])}"
+            return checked_crs(f"EPSG:{int(source['proj:epsg'])}", item_id)
         if source.get("proj:code"):
-            return str(source["proj:code"])
+            return checked_crs(str(source["proj:code"]), item_id)
         if source.get("proj:wkt2"):
-            return str(source["proj:wkt2"])
+            return checked_crs(str(source["proj:wkt2"]), item_id)
     raise ItemParseError(
         f"item {item_id}: no CRS (neither proj:epsg, proj:code nor proj:wkt2 on the item "
         "or its band assets)"
@@ -200,14 +226,14 @@ def _band_asset_key(sensor: Sensor, band: str, assets: Json, item_id: str) -> st
 def _affine(raw: Any, item_id: str, where: str) -> Affine6:
     if not isinstance(raw, list | tuple) or len(raw) not in (6, 9):
         raise ItemParseError(f"item {item_id}: {where} proj:transform {raw!r} needs 6 or 9 numbers")
-    a, b, c, d, e, f = (float(v) for v in raw[:6])
+    a, b, c, d, e, f = checked_transform(raw, item_id, where)
     return (a, b, c, d, e, f)
 
 
 def _shape(raw: Any, item_id: str, where: str) -> tuple[int, int]:
     if not isinstance(raw, list | tuple) or len(raw) != 2:
         raise ItemParseError(f"item {item_id}: {where} proj:shape {raw!r} needs [rows, cols]")
-    return (int(raw[0]), int(raw[1]))
+    return checked_shape(raw, item_id, where)
 
 
 def _asset_gsd(asset: Json) -> float | None:
@@ -258,6 +284,7 @@ def _distinct_grids(grids: Any, item_id: str) -> tuple[tuple[float, Grid], ...]:
         gsd = round(grid.gsd, 6)
         if gsd <= 0:
             raise ItemParseError(f"item {item_id}: a band grid has pixel size {grid.gsd}")
+        checked_shape(grid.shape, item_id, f"{gsd:g} m band grid")  # rescaled to the band GSD
         by_gsd.setdefault(gsd, grid)
     return tuple(sorted(by_gsd.items()))
 

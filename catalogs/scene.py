@@ -56,6 +56,8 @@ class SceneRecord:
     hashable; ``grids`` maps each distinct band GSD (metres) to its grid in ``crs``; ``bands``
     maps every band name of the sensor to its asset; ``qa`` is the QA/cloud asset, if any.
     Angles are degrees; ``cloud_cover`` is a percentage 0-100, as ``eo:cloud_cover``.
+    ``repairs`` says what the parser mended in the item (a self-intersecting footprint made
+    valid), one sentence each; empty for an item taken as published.
     """
 
     id: str
@@ -76,6 +78,7 @@ class SceneRecord:
     platform: str | None = None
     self_href: str | None = None
     api_url: str | None = None
+    repairs: tuple[str, ...] = ()
 
     def grid(self, gsd: float | None = None) -> Grid:
         """The grid at ``gsd`` (default: the finest)."""

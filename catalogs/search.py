@@ -4,8 +4,11 @@
 split into tiles of ``tile_degrees`` searched in parallel threads; every page request is
 retried with exponential backoff on connection errors, timeouts and 5xx answers (urllib3's
 ``Retry`` on the pystac-client session), and a whole tile is retried on a malformed (non-JSON)
-answer. Results are de-duplicated by ``(collection, id)`` across tiles and APIs and parsed
-into :class:`SceneRecord` by the one parser.
+answer. Results are de-duplicated by ``(collection, id)`` across tiles and APIs, parsed
+into :class:`SceneRecord` by the one parser (which refuses bad items: a failure row each),
+and kept once per acquisition: the same acquisition published in two collections or by two
+APIs is kept from the earlier API of the list, then the earlier collection of its list
+(:mod:`terracorpus.catalogs.acquisitions`); the others are counted and recorded.
 
 Only what every STAC API supports is sent to the server (collections, bbox, datetime, limit);
 the cloud limit and the exact area are applied here, client-side, so the same code gives the
@@ -36,6 +39,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from urllib3.util.retry import Retry
 
+from terracorpus.catalogs.acquisitions import one_per_acquisition
 from terracorpus.catalogs.errors import CatalogError, StacApiError
 from terracorpus.catalogs.parse import scene_from_item
 from terracorpus.catalogs.scene import SceneRecord
@@ -49,6 +53,8 @@ Area: TypeAlias = BBox | BaseGeometry | Sequence[BBox]
 list of bboxes (tiles)."""
 
 STAGE = "search"
+SAME_ACQUISITION = "same_acquisition"
+"""The failure reason of an item dropped for another record of the same acquisition."""
 _RETRY_STATUS = (429, 500, 502, 503, 504)
 T = TypeVar("T")
 
@@ -69,11 +75,17 @@ class Failure:
     key: str
     stage: str
     reason: str
+    detail: str = ""
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """Scenes found (sorted by datetime, collection, id), failures, and what was dropped."""
+    """Scenes found (sorted by datetime, collection, id), failures, and what was dropped.
+
+    ``failures`` are unusable items; ``same_acquisition`` the items dropped because another
+    record of the same acquisition was kept (their reason is :data:`SAME_ACQUISITION`);
+    ``repaired`` counts kept scenes whose footprint the parser repaired.
+    """
 
     scenes: list[SceneRecord]
     failures: list[Failure]
@@ -83,12 +95,15 @@ class SearchResult:
     over_cloud_limit: int = 0
     outside_area: int = 0
     per_api: Mapping[str, int] = field(default_factory=dict)
+    repaired: int = 0
+    same_acquisition: list[Failure] = field(default_factory=list)
 
     def empty_message(self) -> str:
         """Why nothing was found, for the error a caller raises on an empty result."""
         return (
             f"no scenes found for {self.query}: the APIs returned {self.matched} items "
-            f"({self.duplicates} duplicates, {self.over_cloud_limit} over the cloud limit, "
+            f"({self.duplicates} duplicates, {len(self.same_acquisition)} the same acquisition "
+            f"as another, {self.over_cloud_limit} over the cloud limit, "
             f"{self.outside_area} outside the area, {len(self.failures)} unusable). "
             "Widen the area, the dates or the cloud limit, or check the collection names."
         )
@@ -399,10 +414,9 @@ def _collect(
     query: str,
 ) -> SearchResult:
     seen: set[tuple[str, str]] = set()
-    scenes: list[SceneRecord] = []
+    parsed: list[SceneRecord] = []
     failures: list[Failure] = []
     counts = {"matched": 0, "duplicates": 0, "cloudy": 0, "outside": 0}
-    per_api: dict[str, int] = {}
     for api, items in answers:
         for item in items:
             counts["matched"] += 1
@@ -412,15 +426,20 @@ def _collect(
                 continue
             seen.add(key)
             scene = _parse(item, api.url, registry, strict, failures)
-            if scene is None:
-                continue
-            if scene.cloud_cover is not None and scene.cloud_cover > max_cloud_cover:
-                counts["cloudy"] += 1
-            elif not scene.footprint.intersects(area):
-                counts["outside"] += 1
-            else:
-                scenes.append(scene)
-                per_api[api.url] = per_api.get(api.url, 0) + 1
+            if scene is not None:
+                parsed.append(scene)
+    unique, twice = _one_scene_per_acquisition(parsed, [api for api, _ in answers], failures)
+    scenes: list[SceneRecord] = []
+    per_api: dict[str, int] = {}
+    for scene in unique:
+        if scene.cloud_cover is not None and scene.cloud_cover > max_cloud_cover:
+            counts["cloudy"] += 1
+        elif not scene.footprint.intersects(area):
+            counts["outside"] += 1
+        else:
+            scenes.append(scene)
+            api_url = scene.api_url or ""
+            per_api[api_url] = per_api.get(api_url, 0) + 1
     scenes.sort(key=lambda s: (s.datetime, s.collection, s.id))
     return SearchResult(
         scenes=scenes,
@@ -431,7 +450,48 @@ def _collect(
         over_cloud_limit=counts["cloudy"],
         outside_area=counts["outside"],
         per_api=per_api,
+        repaired=sum(1 for s in scenes if s.repairs),
+        same_acquisition=twice,
     )
+
+
+def _one_scene_per_acquisition(
+    scenes: list[SceneRecord], apis: Sequence[ApiQuery], failures: list[Failure]
+) -> tuple[list[SceneRecord], list[Failure]]:
+    """One record per acquisition (:mod:`terracorpus.catalogs.acquisitions`), preferring the
+    earlier API of ``apis``, then the earlier collection of its list, then the smaller id;
+    then one record per id (ids key scenes downstream): another acquisition under an id
+    already taken is an unusable item."""
+    order: dict[tuple[str, str], int] = {}
+    for a, api in enumerate(apis):
+        for c, collection in enumerate(api.collections):
+            order.setdefault((api.url, collection), a * 10_000 + c)
+
+    def rank(s: SceneRecord) -> tuple[int, str]:
+        return (order.get((s.api_url or "", s.collection), len(order) * 10_000), s.id)
+
+    kept, dropped = one_per_acquisition(scenes, rank)
+    twice = [
+        Failure(
+            "item", f"{d.dropped.collection}/{d.dropped.id}", STAGE, SAME_ACQUISITION, d.describe()
+        )
+        for d in dropped
+    ]
+    by_id: dict[str, SceneRecord] = {}
+    for s in sorted(kept, key=rank):
+        first = by_id.setdefault(s.id, s)
+        if first is not s:
+            failures.append(
+                Failure(
+                    "item",
+                    f"{s.collection}/{s.id}",
+                    STAGE,
+                    f"item {s.id}: the id is also that of {first.collection}/{s.id}, another "
+                    "acquisition (datetime or ground differ), which is preferred; scene ids "
+                    "must be unique: search one of the collections only",
+                )
+            )
+    return [s for s in kept if by_id[s.id] is s], twice
 
 
 def _parse(

@@ -145,14 +145,31 @@ def _phase(v: float, gsd: float) -> float:
     return 0.0 if abs(p - gsd) < 1e-6 else p
 
 
+SQUARE_TOLERANCE = 1e-4
+"""Relative difference of pixel width and height still taken as square: rasterio's classic
+``RGB.byte.tif`` has 300.0379 x 300.0418 m pixels (1.3e-5); over a chip of 1000 pixels the
+difference stays under a tenth of a pixel."""
+
+
 def lattice_of(crs: str, grid: Grid) -> Lattice:
     """The lattice a north-up grid lies on (GroupingError for rotated grids)."""
     a, b, c, d, e, f = grid.transform
-    if b != 0 or d != 0 or a <= 0 or e >= 0 or abs(a + e) > 1e-9 * a:
+    if b != 0 or d != 0 or a <= 0 or e >= 0 or abs(a + e) > SQUARE_TOLERANCE * a:
         raise GroupingError(
-            f"grid {grid.transform} is not north-up with square pixels; anchors need such grids"
+            f"grid {grid.transform} is not north-up with square pixels (to a relative "
+            f"{SQUARE_TOLERANCE:g}); anchors need such grids"
         )
     return Lattice(crs=crs, gsd=a, phase_x=_phase(c, a), phase_y=_phase(f, a))
+
+
+@lru_cache(maxsize=256)
+def is_geographic(crs: str) -> bool:
+    """The CRS counts in degrees (EPSG:4326 and the like); GroupingError if PROJ knows no such
+    CRS."""
+    try:
+        return bool(pyproj.CRS.from_user_input(crs).is_geographic)
+    except CRSError as e:
+        raise GroupingError(f"unknown CRS {crs[:80]!r}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -177,14 +194,26 @@ class ChipCells:
         )
 
 
-def chip_cells(lattice: Lattice, grid: Grid, size: int) -> ChipCells:
-    """Every chip of ``size`` pixels that lies wholly inside ``grid``, on the lattice."""
+def _chip_ranges(lattice: Lattice, grid: Grid, size: int) -> tuple[int, int, range, range]:
+    """The grid origin on the lattice (ox, oy) and the lattice chip rows and columns inside."""
     _, _, c, _, _, f = grid.transform
     h, w = grid.shape
     ox = round((c - lattice.phase_x) / lattice.gsd)
     oy = round((lattice.phase_y - f) / lattice.gsd)
-    j = np.arange(-(-ox // size), (ox + w) // size, dtype=np.int64)
-    i = np.arange(-(-oy // size), (oy + h) // size, dtype=np.int64)
+    return ox, oy, range(-(-oy // size), (oy + h) // size), range(-(-ox // size), (ox + w) // size)
+
+
+def chip_count(lattice: Lattice, grid: Grid, size: int) -> int:
+    """How many chips :func:`chip_cells` gives, without making them."""
+    _, _, rows, cols = _chip_ranges(lattice, grid, size)
+    return len(rows) * len(cols)
+
+
+def chip_cells(lattice: Lattice, grid: Grid, size: int) -> ChipCells:
+    """Every chip of ``size`` pixels that lies wholly inside ``grid``, on the lattice."""
+    ox, oy, rows, cols = _chip_ranges(lattice, grid, size)
+    i = np.arange(rows.start, rows.stop, dtype=np.int64)
+    j = np.arange(cols.start, cols.stop, dtype=np.int64)
     ci, cj = (a.ravel() for a in np.meshgrid(i, j, indexing="ij"))
     return ChipCells(ci=ci, cj=cj, row_off=ci * size - oy, col_off=cj * size - ox, size=size)
 

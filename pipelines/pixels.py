@@ -54,7 +54,7 @@ QA_FILL = {"scl": 0, "demo_mask": 0, "qa_pixel": 1, "none": 0}
 # Never an overview coarser than asked for. The user's own environment variables win.
 READ_ENV = {"GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD": "1.0"}
 _EPS = 1e-6
-SCENE_REASONS = frozenset({"scene_unreadable", "href_refused", "access_denied"})
+SCENE_REASONS = frozenset({"scene_unreadable", "href_refused", "access_denied", "crs_mismatch"})
 """Failure reasons that concern the whole scene, not one chip."""
 READ_THREADS = 8
 _SHORT_READ = re.compile(r"got \d+ bytes, expected \d+")
@@ -99,7 +99,7 @@ class ChipFailure:
     Reasons: ``scene_unreadable`` (the scene could not be opened: missing file, HTTP error,
     not a GeoTIFF), ``outside`` (the chip does not overlap the scene's raster), ``no_data``
     (it overlaps, but every pixel is nodata), ``qa_shape`` (the QA raster does not cover the
-    scene's grid), ``read_error`` (a read failed: truncated file, HTTP error mid-way),
+    scene's grid), ``crs_mismatch`` (a file's CRS is not the item's), ``read_error`` (a read failed: truncated file, HTTP error mid-way),
     ``href_refused`` (the href policy refuses an asset href: not on the API's hosts, a local
     file outside the configured roots, a GDAL ``/vsi`` path), ``access_denied`` (the server
     refused the read, HTTP 403, and signing did not cure it). The detail never holds a
@@ -265,6 +265,9 @@ def _read_chips(
             sources, qa_ds = _open_assets(scene, sensor, names, stack, use_overviews, options, gate)
         except (RasterioError, OSError) as e:
             return [ChipFailure(r.chip_id, "scene_unreadable", str(e)) for r in requests]
+        problem = _crs_problem(scene, [*(s.ds for s in sources), qa_ds])
+        if problem is not None:
+            return [ChipFailure(r.chip_id, "crs_mismatch", problem) for r in requests]
         if qa_ds is not None:
             problem = _qa_shape_problem(qa_ds, sources[0].ds)
             if problem is not None:
@@ -457,6 +460,32 @@ def _open_assets(
         for (href, p), ds in zip(bands.items(), datasets, strict=False)
     ]
     return sources, (datasets[-1] if len(datasets) > len(bands) else None)
+
+
+def _crs_problem(scene: SceneRecord, datasets: Sequence[DatasetReader | None]) -> str | None:
+    """Why a file's CRS contradicts the item's (``proj:epsg`` / ``proj:code``), or None.
+
+    The item's grid is in the item's CRS; a file in another CRS would put every pixel in the
+    wrong place (or nowhere), so the scene is refused rather than read.
+    """
+    want = CRS.from_user_input(scene.crs)
+    for ds in datasets:
+        if ds is None or _same_crs(ds.crs, want):
+            continue
+        return (
+            f"scene {scene.id}: {ds.name} is in {ds.crs or 'no CRS'} but the item says "
+            f"{scene.crs}; the item contradicts its file: fix the catalog's proj fields"
+        )
+    return None
+
+
+def _same_crs(got: CRS | None, want: CRS) -> bool:
+    if got is None:
+        return False
+    if got == want:
+        return True
+    epsg = want.to_epsg()
+    return epsg is not None and got.to_epsg() == epsg
 
 
 def _qa_shape_problem(qa: DatasetReader, band: DatasetReader) -> str | None:

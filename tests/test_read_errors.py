@@ -57,3 +57,24 @@ def test_truncated_geotiff_failure_says_why(tmp_path: Path) -> None:
     assert "See previous exception" not in out.detail
     assert "MSS1.tif" in out.detail and "bytes, expected" in out.detail
     assert "truncated" in out.detail
+
+
+def test_item_crs_contradicting_its_file_is_a_recorded_failure(tmp_path: Path) -> None:
+    # #13.3: the item says UTM 16N (proj:epsg 32616), its files are in UTM 15N.
+    import dataclasses
+
+    from rasterio.crs import CRS
+
+    from terracorpus.pipelines.pixels import SCENE_REASONS
+
+    scene = dataclasses.replace(build_scene(tmp_path, "c"), crs="EPSG:32616")
+    req = ChipRequest("c0", (X0, Y0 - 256, X0 + 256, Y0), "EPSG:32616", 4.0)
+    (out,) = read_scene_chips(scene, GF2, [req], use_overviews=False)
+    assert isinstance(out, ChipFailure) and out.reason == "crs_mismatch"
+    assert "EPSG:32615" in out.detail and "EPSG:32616" in out.detail and "MSS1.tif" in out.detail
+    assert "crs_mismatch" in SCENE_REASONS  # the whole scene's failure row, not each chip's
+    # The same CRS written another way (WKT instead of an EPSG code) is no contradiction.
+    wkt = dataclasses.replace(scene, crs=CRS.from_epsg(32615).to_wkt())
+    req = ChipRequest("c1", (X0, Y0 - 256, X0 + 256, Y0), "EPSG:32615", 4.0)
+    (ok,) = read_scene_chips(wkt, GF2, [req], use_overviews=False)
+    assert not isinstance(ok, ChipFailure), ok

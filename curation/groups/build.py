@@ -22,6 +22,11 @@
    :class:`~terracorpus.curation.groups.rules.MemberRule` shape (odc-stac's ``groupby`` takes
    a name or a callable the same way).
 
+Scenes grouping cannot use (a repeated id or acquisition, a geographic CRS, a rotated or
+non-square grid, an empty footprint) are left out first, never an abort
+(:func:`terracorpus.curation.groups.unused.screen_scenes`); :func:`group_scenes` also says
+why each scene is in no group.
+
 Everything is deterministic: scenes are ordered by id and ties are broken by a seeded hash.
 """
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import shapely
@@ -40,6 +46,7 @@ from terracorpus.curation.groups.members import MemberFinder, Pick
 from terracorpus.curation.groups.records import GroupParams, ImageGroup, Member, group_id
 from terracorpus.curation.groups.rules import MemberRule, member_rule
 from terracorpus.curation.groups.scenes import SceneArrays
+from terracorpus.curation.groups.unused import Unused, screen_scenes, unused_scenes
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +112,32 @@ class _GroupMaker:
         return m
 
 
+@dataclass(frozen=True)
+class GroupingResult:
+    """The groups, and every scene in none of them with its reason."""
+
+    groups: list[ImageGroup]
+    unused: list[Unused]
+
+
+def group_scenes(
+    scenes: Sequence[SceneRecord],
+    params: GroupParams,
+    *,
+    index: IndexFactory = StrTreeIndex,
+    members: str | MemberRule = "spread",
+) -> GroupingResult:
+    """:func:`build_groups`, and why each scene is in no group (:mod:`.unused`).
+
+    Raises:
+        GroupingError: as :func:`build_groups`, but not when every scene is refused: then
+            there are no groups, and the refusals say why.
+    """
+    usable, refused = screen_scenes(scenes, params)
+    groups = _build(usable, params, index, members) if usable else []
+    return GroupingResult(groups, refused + unused_scenes(usable, groups, params))
+
+
 def build_groups(
     scenes: Sequence[SceneRecord],
     params: GroupParams,
@@ -115,7 +148,8 @@ def build_groups(
     """Build image groups from scene records.
 
     Args:
-        scenes: the scenes (any order; ids must be unique).
+        scenes: the scenes (any order); scenes grouping cannot use are left out
+            (:func:`~.unused.screen_scenes`; :func:`group_scenes` says which and why).
         params: the group rules.
         index: the spatial index factory (:class:`StrTreeIndex`; :class:`AllPairsIndex` is
             the brute-force reference the benchmark compares against).
@@ -128,9 +162,18 @@ def build_groups(
         fewer than ``min_sensors`` sensors are left out; the list may be empty.
 
     Raises:
-        GroupingError: no scenes, an unknown anchor sensor, no anchor scene clear enough,
-            an unknown member rule, bad parameters or unusable footprints.
+        GroupingError: no (usable) scenes, an unknown anchor sensor, no anchor scene clear
+            enough, an unknown member rule or bad parameters.
     """
+    return _build(screen_scenes(scenes, params)[0], params, index, members)
+
+
+def _build(
+    scenes: Sequence[SceneRecord],
+    params: GroupParams,
+    index: IndexFactory,
+    members: str | MemberRule,
+) -> list[ImageGroup]:
     rule = member_rule(members)
     table = SceneArrays(scenes, params)
     chips = AnchorCutter(table, params, index).run()

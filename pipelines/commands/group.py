@@ -23,9 +23,14 @@ from terracorpus.pipelines.stages.group import OUTPUT, STAGE, run_group
     type=click.Path(dir_okay=False, path_type=Path),
     help="The run config (default: the one stored in the run directory).",
 )
-def group_cmd(run_dir: Path, config_path: Path | None) -> None:
+@click.option(
+    "--strict", is_flag=True, help="Stop at the first scene that cannot be grouped (bad CRS, grid)."
+)
+def group_cmd(run_dir: Path, config_path: Path | None, strict: bool) -> None:
     """Build image groups from scenes.parquet and write groups.parquet."""
     cfg = config_for(run_dir, config_path, needs="scenes.parquet")
+    if strict:
+        cfg = cfg.model_copy(update={"strict": True})
     run = RunDir(run_dir, cfg)
     with run.timed(STAGE):
         summary = run_group(cfg, run)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from terracorpus.catalogs.search import SAME_ACQUISITION
 from terracorpus.pipelines.config import load_config
 from terracorpus.pipelines.rundir import RunDir
 from terracorpus.pipelines.stages.search import OUTPUT, run_search
@@ -35,8 +36,13 @@ def search_cmd(config_path: Path, run_dir: str | None, strict: bool) -> None:
         summary = run_search(cfg, run)
     click.echo(f"{run.path(OUTPUT)}: {summary}")
     failures = run.failures("search")
-    if len(failures):
-        click.echo(f"{len(failures)} unusable items recorded in {run.path('failures.parquet')}")
+    twice = int((failures["reason"] == SAME_ACQUISITION).sum()) if len(failures) else 0
+    if len(failures) > twice:
+        click.echo(
+            f"{len(failures) - twice} unusable items recorded in {run.path('failures.parquet')}"
+        )
+    if twice:
+        click.echo(f"{twice} items the same acquisition as a kept one, recorded there too")
 
 
 COMMANDS = [search_cmd]

@@ -58,7 +58,10 @@ def run_search(config: RunConfig, run: RunDir) -> str:
         max_workers=s.parallel,
     )
     run.record_failures(
-        [Failure(stage=f.stage, kind=f.kind, key=f.key, reason=f.reason) for f in result.failures]
+        [
+            Failure(stage=f.stage, kind=f.kind, key=f.key, reason=f.reason, detail=f.detail)
+            for f in [*result.failures, *result.same_acquisition]
+        ]
     )
     if not result.scenes:
         run.path(OUTPUT).unlink(missing_ok=True)  # no stale table may pass for this result
@@ -78,7 +81,9 @@ def run_search(config: RunConfig, run: RunDir) -> str:
     return (
         f"{len(result.scenes)} scenes ({', '.join(f'{k} {v}' for k, v in sorted(by_sensor.items()))})"
         f" from {result.matched} items: {result.duplicates} duplicates, "
+        f"{len(result.same_acquisition)} the same acquisition as another (kept once), "
         f"{result.over_cloud_limit} over the cloud limit, {len(result.failures)} unusable"
+        + (f", {result.repaired} footprint repaired" if result.repaired else "")
     )
 
 
