@@ -191,3 +191,46 @@ def test_cli_group_strict_flag(tmp_path: Path) -> None:
     assert "1 geographic_crs" in ok.output
     strict = CliRunner().invoke(main, [*args, "--strict"])
     assert strict.exit_code != 0 and "geographic_crs" in strict.output
+
+
+def test_real_geographic_items_are_refused_not_a_crash(
+    shared_stac_items: Path, tmp_path: Path
+) -> None:
+    # Planetary Computer's Copernicus DEM items: EPSG:4326, degree pixels (0.0028 x 0.00028
+    # at 89 S), with a user sensor for the collection.
+    import json
+
+    from terracorpus.catalogs.parse import scene_from_item
+    from terracorpus.catalogs.sensors import load_registry
+
+    sensors = tmp_path / "dem.yaml"
+    sensors.write_text(
+        "sensors:\n"
+        "  - name: cop-dem\n"
+        "    title: Copernicus DEM GLO-30\n"
+        "    collections: [cop-dem-glo-30]\n"
+        "    qa: {assets: [], kind: none}\n"
+        "    bands:\n"
+        "      - {name: data, common_name: null, center_wavelength: 1.0,"
+        " full_width_half_max: 0.1, gsd: 30, dtype: float32}\n"
+        "    asset_aliases: {data: [data]}\n"
+    )
+    registry = load_registry(sensors)
+    path = shared_stac_items / "planetary-computer" / "cop-dem-glo-30-pc.json"
+    items = json.loads(path.read_text())["features"]
+    dems = [scene_from_item(item, registry) for item in items]
+    assert {s.crs for s in dems} == {"EPSG:4326"}
+    result = group_scenes(dems, GroupParams(chip_size_m=960.0, min_sensors=1))
+    assert result.groups == []
+    assert {u.reason for u in result.unused} == {"geographic_crs"}
+    assert len(result.unused) == 4
+
+
+def test_huge_grid_in_an_old_scenes_table_is_refused_without_allocating() -> None:
+    # #13.3: proj:shape 10,000,000^2 allocated 323 GiB in group; the parser refuses it now,
+    # and a scenes table written before that is refused by group, by counting chips.
+    s = scene_at("s2-huge", S2, T0, LON, LAT, 10_000.0)
+    grid = s.grid()
+    huge = dataclasses.replace(s, grids=((s.gsd, Grid(grid.transform, (10_000_000, 10_000_000))),))
+    params = GroupParams(chip_size_m=960.0)
+    assert _reasons([*_world(), huge], params)["s2-huge"] == "too_many_chips"
