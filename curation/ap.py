@@ -24,12 +24,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from terracorpus.curation.errors import ClusteringError
+from terracorpus.curation.params import check_settings, setting
 
 F32 = NDArray[np.float32]
 I64 = NDArray[np.int64]
@@ -42,81 +44,87 @@ NOTE_NO_EXEMPLAR = "no exemplar emerged at any damping; used the weighted medoid
 
 @dataclass(frozen=True)
 class APParams:
-    """Settings of hierarchical affinity propagation.
+    """Settings of hierarchical affinity propagation (the AP part of the config's ``dedup``).
 
-    Attributes:
-        damping: message damping in [0.5, 1); 0.7-0.9 behaves on descriptor data.
-        max_iter: iteration limit of one AP run.
-        convergence_iter: the exemplar set must stay unchanged this many iterations.
-        retry_dampings: dampings tried, in order, when a block does not converge.
-        preference: the preference p (negative, in squared standardised-distance units);
-            None derives it from ``preference_quantile``.
-        preference_quantile: quantile of sampled pairwise similarities used as p
-            (0.5 = the median, scikit-learn's default rule; lower -> fewer clusters).
-        partition_size: points per first-level block (cost per block ~ n^2 per iteration).
-        partitioning: "spatial" (coherent: by partition key, large keys split along their
-            principal axis) or "random" (balanced random blocks).
-        top_size: an upper level with at most this many points is solved as one block (the
-            last); the first level is one block only when it has at most ``partition_size``.
-        collapse_radius: points of one block closer than this are merged (with weights) before
-            AP; 0 merges exact duplicates only.
-        refine_rounds: k-medoid polish rounds of the final exemplars (each moves an exemplar
-            to the member nearest its cluster's centroid, then reassigns; kept only if the net
-            similarity improves); 0 turns it off.
-        seed: global seed; each block's seed derives from (seed, level, block id).
-        n_clusters: a target cluster count instead of a fixed preference. Every level below
-            the top summarises its blocks with a block-local preference (the
-            ``level_quantile`` of the block's own weighted similarities), and the top level's
-            preference is searched (bisection on log |p|) until it gives about
-            ``n_clusters`` exemplars; that preference is the one reported. With a fixed
-            preference the cluster count grows with N on overlapping data.
-        level_quantile: quantile of a block's own similarities used as its preference on the
-            levels below the top when ``n_clusters`` is set (0.5: a block of 300 keeps
-            roughly 10-30 exemplars, so the levels reach ``top_size`` in a few steps).
-        assign_threads: threads of the final nearest-exemplar assignment (0: every core this
-            process may use); the result does not depend on it.
+    Every field is declared once, here, with its default, bounds and description; the config
+    boundary validates the same declarations and names the bad key. Notes beyond the
+    descriptions: ``preference`` is in squared standardised-distance units; each block's seed
+    derives from (``seed``, level, block id). With ``n_clusters`` every level below the top
+    summarises its blocks with a block-local preference (the ``level_quantile`` of the block's
+    own weighted similarities: a block of 300 keeps roughly 10-30 exemplars, so the levels
+    reach ``top_size`` in a few steps) and the top level's preference is searched (bisection
+    on log |p|) until it gives about ``n_clusters`` exemplars; that preference is the one
+    reported. With a fixed preference the cluster count grows with N on overlapping data.
     """
 
-    damping: float = 0.8
-    max_iter: int = 500
-    convergence_iter: int = 30
-    retry_dampings: tuple[float, ...] = (0.9, 0.95)
-    preference: float | None = None
-    preference_quantile: float = 0.5
-    partition_size: int = 300
-    partitioning: str = "spatial"
-    top_size: int = 1000
-    collapse_radius: float = 0.0
-    refine_rounds: int = 1
-    seed: int = 0
-    n_clusters: int | None = None
-    level_quantile: float = 0.5
-    assign_threads: int = 0
+    damping: float = setting(
+        0.8, "message damping (0.7-0.9 behaves on descriptor data)", ge=0.5, lt=1.0
+    )
+    max_iter: int = setting(500, "iteration limit of one AP run", ge=10)
+    convergence_iter: int = setting(
+        30, "iterations the exemplar set must stay unchanged to have converged", ge=2
+    )
+    retry_dampings: tuple[float, ...] = setting(
+        (0.9, 0.95), "dampings tried, in order, when a block does not converge"
+    )
+    preference: float | None = setting(
+        None, "AP preference (minus a squared distance); default from the quantile", lt=0
+    )
+    preference_quantile: float = setting(
+        0.5,
+        "quantile of pairwise similarities used as preference (0.5: the median, "
+        "scikit-learn's rule; lower: fewer clusters)",
+        ge=0,
+        le=1,
+    )
+    partition_size: int = setting(
+        300, "chips per first-level AP block (cost ~ n^2 per iteration)", ge=50
+    )
+    partitioning: Literal["spatial", "random"] = setting(
+        "spatial",
+        "spatial: blocks by tile of the chip centre, split along the principal axis; "
+        "random: balanced random blocks",
+    )
+    top_size: int = setting(
+        1000,
+        "an upper level with at most this many exemplars is solved as one block",
+        ge=2,
+    )
+    collapse_radius: float = setting(
+        0.0, "merge chips this close before AP, with weights (0: exact duplicates)", ge=0
+    )
+    refine_rounds: int = setting(
+        1,
+        "k-medoid polish rounds of final exemplars (each kept only if the net similarity "
+        "improves; 0: off)",
+        ge=0,
+    )
+    seed: int = setting(0, "seeds the blocks and the tie-breaks")
+    n_clusters: int | None = setting(
+        None,
+        "target cluster count: the top level's preference is searched to give it, the levels "
+        "below summarise with block-local preferences (instead of preference)",
+        ge=1,
+    )
+    level_quantile: float = setting(
+        0.5,
+        "with n_clusters: quantile of a block's own similarities used as its preference below "
+        "the top",
+        ge=0,
+        le=1,
+    )
+    assign_threads: int = setting(
+        0,
+        "threads of the final nearest-exemplar assignment (0: all cores; the result does not "
+        "depend on it)",
+        ge=0,
+    )
 
     def __post_init__(self) -> None:
-        if not 0.5 <= self.damping < 1.0:
-            raise ClusteringError(f"damping must be in [0.5, 1), got {self.damping}")
-        if self.max_iter < 1 or self.convergence_iter < 1:
-            raise ClusteringError("max_iter and convergence_iter must be at least 1")
-        if not 0.0 <= self.preference_quantile <= 1.0:
-            raise ClusteringError(
-                f"preference_quantile must be in [0, 1], got {self.preference_quantile}"
-            )
-        if self.partition_size < 2 or self.top_size < 2:
-            raise ClusteringError("partition_size and top_size must be at least 2")
-        if self.n_clusters is not None and self.n_clusters < 1:
-            raise ClusteringError(f"n_clusters must be at least 1, got {self.n_clusters}")
+        check_settings(self, ClusteringError)
         if self.n_clusters is not None and self.preference is not None:
             raise ClusteringError(
-                "give either preference or n_clusters, not both (n_clusters searches the preference)"
-            )
-        if not 0.0 <= self.level_quantile <= 1.0:
-            raise ClusteringError(f"level_quantile must be in [0, 1], got {self.level_quantile}")
-        if self.assign_threads < 0:
-            raise ClusteringError(f"assign_threads must be >= 0, got {self.assign_threads}")
-        if self.partitioning not in ("spatial", "random"):
-            raise ClusteringError(
-                f"partitioning must be 'spatial' or 'random', not {self.partitioning!r}"
+                "give preference or n_clusters, not both (n_clusters searches the preference)"
             )
 
 

@@ -37,12 +37,14 @@ members of a group without an anchor row are dropped as ``no_anchor``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
 from terracorpus.curation.errors import ClusteringError
+from terracorpus.curation.params import check_settings, setting
 
 I64 = NDArray[np.int64]
 F32 = NDArray[np.float32]
@@ -53,33 +55,37 @@ QUALITY_RULES = (  # (column, reason), checked in this order
     ("cloud_fraction", "cloud"),
     ("information", "low_information"),
 )
-QUOTAS = ("sqrt", "log", "equal", "all")
-FILLS = ("farthest", "information")
 _CHUNK = 256
 _FARTHEST_ROWS = 16_384  # rows per distance pass of the farthest-point fill
 
 
 @dataclass(frozen=True)
 class SelectionPolicy:
-    """Quality limits, the duplicate radius and the quota rule (see the module docstring)."""
+    """Quality limits, the duplicate radius and the quota rule (see the module docstring): the
+    selection part of the config's ``dedup`` section, every field declared once, here."""
 
-    max_nodata: float = 0.2
-    max_cloud: float = 0.4
-    min_information: float = 0.05
-    duplicate_radius: float = 0.5
-    quota: str = "sqrt"
-    target_groups: int | None = None
-    fill: str = "farthest"
+    max_nodata: float = setting(0.2, "an anchor with a larger nodata share is dropped", ge=0, le=1)
+    max_cloud: float = setting(0.4, "an anchor with a larger cloud share is dropped", ge=0, le=1)
+    min_information: float = setting(
+        0.05, "an anchor with less information (texture) is dropped", ge=0
+    )
+    duplicate_radius: float = setting(
+        0.5, "near-duplicate radius in standardised descriptor space", ge=0
+    )
+    quota: Literal["sqrt", "log", "equal", "all"] = setting(
+        "sqrt", "groups kept per cluster of m eligible anchors: sqrt(m), log2(1 + m), 1 or m"
+    )
+    target_groups: int | None = setting(
+        None, "groups to keep in all, shared between clusters by their quota", ge=1
+    )
+    fill: Literal["farthest", "information"] = setting(
+        "farthest",
+        "how a cluster's quota is filled after its exemplar: information-weighted "
+        "farthest-point (spread) or by information rank",
+    )
 
     def __post_init__(self) -> None:
-        if self.quota not in QUOTAS:
-            raise ClusteringError(f"quota must be one of {', '.join(QUOTAS)}, not {self.quota!r}")
-        if self.fill not in FILLS:
-            raise ClusteringError(f"fill must be one of {', '.join(FILLS)}, not {self.fill!r}")
-        if self.target_groups is not None and self.target_groups < 1:
-            raise ClusteringError(f"target_groups must be at least 1, got {self.target_groups}")
-        if self.duplicate_radius < 0:
-            raise ClusteringError(f"duplicate_radius must be >= 0, got {self.duplicate_radius}")
+        check_settings(self, ClusteringError)
 
 
 def select(

@@ -10,12 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic.dataclasses import is_pydantic_dataclass
+from pydantic.fields import FieldInfo
 
 from terracorpus.catalogs.access import (
     PC_TOKEN_ENDPOINT,
@@ -24,11 +28,27 @@ from terracorpus.catalogs.access import (
     gdal_option_problem,
 )
 from terracorpus.catalogs.redact import has_credentials, redact_text, strip_credentials
+from terracorpus.curation.ap import APParams
+from terracorpus.curation.errors import CurationError
+from terracorpus.curation.groups import GroupParams
+from terracorpus.curation.params import bounds_text, project
+from terracorpus.curation.selection import SelectionPolicy
 from terracorpus.pipelines.errors import ConfigError
+
+_SECTION = ConfigDict(extra="forbid")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_value_error(check: Callable[[], None]) -> None:
+    """Run a curation record's own check; its error becomes the ValueError pydantic reports
+    under the section's key."""
+    try:
+        check()
+    except CurationError as e:
+        raise ValueError(str(e)) from None
 
 
 class ApiConfig(_Section):
@@ -114,36 +134,15 @@ class SearchConfig(_Section):
     sensor_files: list[str] = Field(default_factory=list, description="extra sensors YAML/TOML")
 
 
-class GroupConfig(_Section):
-    """Image-group geometry and diversity rules."""
+@pydantic_dataclass(frozen=True, config=_SECTION)
+class GroupConfig(GroupParams):
+    """Image-group geometry and diversity rules.
 
-    chip_size_m: float = Field(default=960.0, gt=0, description="ground size of a chip footprint")
-    anchor_sensor: str | None = Field(
-        default=None,
-        description="sensor whose scenes anchor groups; default: the finest GSD, then the next "
-        "finest for ground the finer ones do not cover",
-    )
-    min_coverage: float = Field(
-        default=0.95, gt=0, le=1, description="share of a chip a scene must cover to join"
-    )
-    max_cloud_cover: float = Field(
-        default=60.0, ge=0, le=100, description="scene cloud cover limit, percent"
-    )
-    max_members_per_sensor: int = Field(
-        default=3, ge=1, description="images per sensor in a group, the anchor included"
-    )
-    max_members: int = Field(default=8, ge=1, description="images per group, the anchor included")
-    min_sensors: int = Field(
-        default=2, ge=1, description="distinct sensors a group needs to be kept"
-    )
-    max_chip_overlap: float = Field(
-        default=0.2,
-        ge=0,
-        le=1,
-        description="share of a chip that may overlap chips anchored on another grid "
-        "(a neighbouring UTM zone, a finer sensor) before it is dropped",
-    )
-    seed: int = Field(default=0, description="tie-break between equally good members")
+    Curation's :class:`GroupParams`, validated here: every key is declared there once.
+    """
+
+    def __post_init__(self) -> None:
+        _as_value_error(super().__post_init__)
 
 
 class DescribeConfig(_Section):
@@ -161,63 +160,16 @@ class DescribeConfig(_Section):
     batch_size: int = Field(default=64, ge=1, description="chips per Dask task (one scene each)")
 
 
-class DedupConfig(_Section):
-    """Hierarchical affinity propagation and the selection policy (docs/curation.md)."""
+@pydantic_dataclass(frozen=True, config=_SECTION)
+class DedupConfig(SelectionPolicy, APParams):
+    """Hierarchical affinity propagation and the selection policy (docs/curation.md).
 
-    partition_size: int = Field(
-        default=300, ge=50, description="chips per first-level AP block (cost ~ n^2 per iteration)"
-    )
-    partitioning: Literal["spatial", "random"] = Field(
-        default="spatial",
-        description="spatial: blocks by tile of the chip centre, split along the principal axis; random: balanced random blocks",
-    )
+    Curation's :class:`APParams` and :class:`SelectionPolicy` (declared there once; one flat
+    section, as written in a config file) plus the settings only the dedup stage reads.
+    """
+
     partition_tile_degrees: float = Field(
         default=1.0, gt=0, description="tile size (degrees) of the spatial partition key"
-    )
-    top_size: int = Field(
-        default=1000,
-        ge=2,
-        description="an upper level with at most this many exemplars is solved as one block",
-    )
-    damping: float = Field(default=0.8, ge=0.5, lt=1.0)
-    retry_dampings: list[float] = Field(
-        default_factory=lambda: [0.9, 0.95],
-        description="dampings tried when a block does not converge",
-    )
-    max_iter: int = Field(default=500, ge=10)
-    convergence_iter: int = Field(default=30, ge=2)
-    preference: float | None = Field(
-        default=None,
-        lt=0,
-        description="AP preference (minus a squared distance); default from the quantile",
-    )
-    preference_quantile: float = Field(
-        default=0.5, ge=0, le=1, description="quantile of pairwise similarities used as preference"
-    )
-    n_clusters: int | None = Field(
-        default=None,
-        ge=1,
-        description="target cluster count: the top level's preference is searched to give it, "
-        "the levels below summarise with block-local preferences (instead of preference)",
-    )
-    level_quantile: float = Field(
-        default=0.5,
-        ge=0,
-        le=1,
-        description="with n_clusters: quantile of a block's own similarities used as its preference below the top",
-    )
-    assign_threads: int = Field(
-        default=0,
-        ge=0,
-        description="threads of the final nearest-exemplar assignment (0: all cores)",
-    )
-    collapse_radius: float = Field(
-        default=0.0,
-        ge=0,
-        description="merge chips this close before AP, with weights (0: exact duplicates)",
-    )
-    refine_rounds: int = Field(
-        default=1, ge=0, description="k-medoid polish rounds of final exemplars"
     )
     dask_min_chips: int = Field(
         default=20000,
@@ -228,27 +180,20 @@ class DedupConfig(_Section):
         default_factory=dict,
         description="weight per descriptor part (spec, index, tex, meta); default 1",
     )
-    duplicate_radius: float = Field(
-        default=0.5, ge=0, description="near-duplicate radius in standardised descriptor space"
-    )
-    max_nodata: float = Field(default=0.2, ge=0, le=1)
-    max_cloud: float = Field(default=0.4, ge=0, le=1)
-    min_information: float = Field(default=0.05, ge=0)
-    quota: Literal["sqrt", "log", "equal", "all"] = "sqrt"
-    fill: Literal["farthest", "information"] = Field(
-        default="farthest",
-        description="how a cluster's quota is filled after its exemplar: information-weighted farthest-point (spread) or by information rank",
-    )
-    target_groups: int | None = Field(default=None, ge=1)
-    seed: int = 0
 
-    @model_validator(mode="after")
-    def _one_preference_rule(self) -> DedupConfig:
-        if self.preference is not None and self.n_clusters is not None:
-            raise ValueError(
-                "give preference or n_clusters, not both (n_clusters searches the preference)"
-            )
-        return self
+    def __post_init__(self) -> None:
+        _as_value_error(lambda: APParams.__post_init__(self))
+        _as_value_error(lambda: SelectionPolicy.__post_init__(self))
+
+    @property
+    def ap(self) -> APParams:
+        """The affinity-propagation settings of this section."""
+        return project(self, APParams)
+
+    @property
+    def policy(self) -> SelectionPolicy:
+        """The selection settings of this section."""
+        return project(self, SelectionPolicy)
 
 
 class CorpusConfig(_Section):
@@ -324,30 +269,66 @@ class RunConfig(_Section):
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+def section_fields(annotation: Any) -> dict[str, FieldInfo] | None:
+    """The fields of a config section (a pydantic model or pydantic dataclass); None for a
+    plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return dict(annotation.model_fields)
+    if is_pydantic_dataclass(annotation):
+        return dict(annotation.__pydantic_fields__)
+    return None
+
+
 def _format_error(e: ValidationError, source: str) -> str:
     lines = [f"invalid run config {source}:"]
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             msg = "unknown key"
             allowed = _allowed_keys(err["loc"][:-1])
             if allowed:
                 msg += f"; allowed keys here: {', '.join(allowed)}"
+        elif err["type"] in _BOUND_ERRORS:
+            field = _field_at(err["loc"])
+            bounds = bounds_text(_bounds(field)) if field is not None else ""
+            if bounds:
+                msg = f"must be {bounds}, got {err['input']!r}"
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = RunConfig
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _field_at(loc: tuple[Any, ...]) -> FieldInfo | None:
+    """The field a validation error's location points at (None past a list or a dict)."""
+    fields: dict[str, FieldInfo] | None = section_fields(RunConfig)
+    field = None
     for part in loc:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not isinstance(field.annotation, type):
-            return []
-        model = field.annotation
-        if not issubclass(model, BaseModel):
-            return []
-    return sorted(model.model_fields)
+        field = fields.get(part) if fields is not None and isinstance(part, str) else None
+        if field is None:
+            return None
+        fields = section_fields(field.annotation)
+    return field
+
+
+def _bounds(field: FieldInfo) -> dict[str, Any]:
+    """A field's numeric bounds as ``{"ge": 0, "le": 1}`` (from pydantic's constraint records)."""
+    out = {}
+    for m in field.metadata:
+        for key in ("ge", "gt", "le", "lt"):
+            if hasattr(m, key):
+                out[key] = getattr(m, key)
+    return out
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    fields = section_fields(RunConfig) if not loc else None
+    if loc:
+        field = _field_at(loc)
+        fields = section_fields(field.annotation) if field is not None else None
+    return sorted(fields) if fields is not None else []
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
-from terracorpus.pipelines.config import RunConfig
+from terracorpus.pipelines.config import RunConfig, section_fields
 
 _HEADER = """\
 # terracorpus run config. Check it with `terracorpus config check FILE`;
@@ -30,15 +30,15 @@ def _scalar(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def _lines(model: type[BaseModel], values: dict[str, Any], indent: int) -> list[str]:
+def _lines(fields: dict[str, FieldInfo], values: dict[str, Any], indent: int) -> list[str]:
     pad = " " * indent
     out: list[str] = []
-    for name, field in model.model_fields.items():
+    for name, field in fields.items():
         value = values.get(name)
-        doc = field.description or (field.annotation.__doc__ if _is_model(field.annotation) else "")
-        doc = " ".join((doc or "").split())
-        sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(value, dict):
+        sub = section_fields(field.annotation)
+        doc = field.description or (field.annotation.__doc__ if sub is not None else "")
+        doc = " ".join((doc or "").split("\n\n")[0].split())  # a section's first paragraph
+        if sub is not None and isinstance(value, dict):
             out.append(f"{pad}{name}:" + (f"  # {doc}" if doc else ""))
             out.extend(_lines(sub, value, indent + 2))
             continue
@@ -46,12 +46,8 @@ def _lines(model: type[BaseModel], values: dict[str, Any], indent: int) -> list[
     return out
 
 
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
 def example_config(overrides: dict[str, Any] | None = None) -> str:
     """A commented YAML run config with every key at its default (plus ``overrides``)."""
     cfg = RunConfig.model_validate(overrides or {})
     values = cfg.model_dump(mode="json")
-    return _HEADER + "\n".join(_lines(RunConfig, values, 0)) + "\n"
+    return _HEADER + "\n".join(_lines(RunConfig.model_fields, values, 0)) + "\n"

@@ -171,10 +171,12 @@ def test_bad_input_is_refused_with_a_message() -> None:
     X[3, 1] = np.nan
     with pytest.raises(ClusteringError, match="NaN or inf"):
         hierarchical_ap(X, np.zeros(50), APParams())
-    with pytest.raises(ClusteringError, match="negative"):
-        hierarchical_ap(mixture(50), np.zeros(50), APParams(preference=1.0))
-    with pytest.raises(ClusteringError, match="damping"):
+    with pytest.raises(ClusteringError, match=r"preference must be < 0, got 1.0"):
+        APParams(preference=1.0)  # the field's bound, checked when the record is made
+    with pytest.raises(ClusteringError, match=r"damping must be in \[0.5, 1\), got 1.2"):
         APParams(damping=1.2)
+    with pytest.raises(ClusteringError, match="partitioning must be one of 'spatial', 'random'"):
+        APParams(partitioning="tiles")  # type: ignore[arg-type]
 
 
 def test_features_are_standardised_and_weighted_by_part() -> None:

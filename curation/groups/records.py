@@ -11,51 +11,51 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from terracorpus.curation.errors import GroupingError
+from terracorpus.curation.params import setting, setting_problems
 
 Role = Literal["anchor", "member"]
 
 
 @dataclass(frozen=True)
 class GroupParams:
-    """The rules of a group.
+    """The rules of a group: the run config's ``group`` section (``pipelines.config``).
 
-    Attributes:
-        chip_size_m: ground size of a chip side; rounded to whole anchor pixels.
-        anchor_sensor: the sensor whose scenes anchor groups; None: finest GSD, with the next
-            finest anchoring ground the finer ones do not cover.
-        min_coverage: fraction of the chip a scene must cover (anchor and members).
-        max_cloud_cover: scene cloud cover limit in percent (scenes without one pass).
-        max_members_per_sensor: images per sensor in a group, the anchor included.
-        max_members: images per group, the anchor included.
-        min_sensors: distinct sensors a group needs (the anchor's included).
-        max_chip_overlap: fraction of a chip that may overlap chips anchored before it on
-            another lattice (another CRS, pixel phase or sensor).
-        seed: seeds the tie-break between equally good candidates.
+    Every field is declared once, here, with its default, bounds and description; the config
+    boundary validates the same declarations and names the bad key.
     """
 
-    chip_size_m: float = 960.0
-    anchor_sensor: str | None = None
-    min_coverage: float = 0.95
-    max_cloud_cover: float = 60.0
-    max_members_per_sensor: int = 3
-    max_members: int = 8
-    min_sensors: int = 2
-    max_chip_overlap: float = 0.2
-    seed: int = 0
+    chip_size_m: float = setting(
+        960.0, "ground size of a chip footprint (rounded to whole anchor pixels)", gt=0
+    )
+    anchor_sensor: str | None = setting(
+        None,
+        "sensor whose scenes anchor groups; default: the finest GSD, then the next finest for "
+        "ground the finer ones do not cover",
+    )
+    min_coverage: float = setting(
+        0.95, "share of a chip a scene must cover to join (anchor and members)", gt=0, le=1
+    )
+    max_cloud_cover: float = setting(
+        60.0, "scene cloud cover limit, percent (scenes without one pass)", ge=0, le=100
+    )
+    max_members_per_sensor: int = setting(
+        3, "images per sensor in a group, the anchor included", ge=1
+    )
+    max_members: int = setting(8, "images per group, the anchor included", ge=1)
+    min_sensors: int = setting(2, "distinct sensors a group needs to be kept", ge=1)
+    max_chip_overlap: float = setting(
+        0.2,
+        "share of a chip that may overlap chips anchored on another grid (a neighbouring UTM "
+        "zone, a finer sensor) before it is dropped",
+        ge=0,
+        le=1,
+    )
+    seed: int = setting(0, "tie-break between equally good members")
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.chip_size_m > 0, "chip_size_m must be > 0"),
-            (0 < self.min_coverage <= 1, "min_coverage must be in (0, 1]"),
-            (0 <= self.max_cloud_cover <= 100, "max_cloud_cover must be in [0, 100]"),
-            (self.max_members_per_sensor >= 1, "max_members_per_sensor must be >= 1"),
-            (self.max_members >= 1, "max_members must be >= 1"),
-            (self.min_sensors >= 1, "min_sensors must be >= 1"),
-            (0 <= self.max_chip_overlap <= 1, "max_chip_overlap must be in [0, 1]"),
-        ]
-        bad = [msg for ok, msg in checks if not ok]
-        if bad:
-            raise GroupingError("invalid group parameters: " + "; ".join(bad))
+        problems = setting_problems(self)
+        if problems:
+            raise GroupingError("invalid group parameters: " + "; ".join(problems))
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from distributed import Client
 from numpy.typing import NDArray
 
-from terracorpus.curation.ap import APParams, BlockInput, BlockOutput
+from terracorpus.curation.ap import BlockInput, BlockOutput
 from terracorpus.curation.errors import ClusteringError
 from terracorpus.curation.hierarchical import (
     APResult,
@@ -31,7 +31,7 @@ from terracorpus.curation.hierarchical import (
     hierarchical_ap,
     prepare_features,
 )
-from terracorpus.curation.selection import SelectionPolicy, select, summarize
+from terracorpus.curation.selection import select, summarize
 from terracorpus.pipelines.cluster import run_tasks
 from terracorpus.pipelines.config import DedupConfig, RunConfig
 from terracorpus.pipelines.errors import StageError
@@ -92,39 +92,6 @@ class DedupSummary:
         return "\n".join(lines)
 
 
-def ap_params(cfg: DedupConfig) -> APParams:
-    """The curation-side settings of the dedup config section."""
-    return APParams(
-        damping=cfg.damping,
-        max_iter=cfg.max_iter,
-        convergence_iter=cfg.convergence_iter,
-        retry_dampings=tuple(cfg.retry_dampings),
-        preference=cfg.preference,
-        preference_quantile=cfg.preference_quantile,
-        partition_size=cfg.partition_size,
-        partitioning=cfg.partitioning,
-        top_size=cfg.top_size,
-        collapse_radius=cfg.collapse_radius,
-        refine_rounds=cfg.refine_rounds,
-        seed=cfg.seed,
-        n_clusters=cfg.n_clusters,
-        level_quantile=cfg.level_quantile,
-        assign_threads=cfg.assign_threads,
-    )
-
-
-def selection_policy(cfg: DedupConfig) -> SelectionPolicy:
-    return SelectionPolicy(
-        max_nodata=cfg.max_nodata,
-        max_cloud=cfg.max_cloud,
-        min_information=cfg.min_information,
-        duplicate_radius=cfg.duplicate_radius,
-        quota=cfg.quota,
-        target_groups=cfg.target_groups,
-        fill=cfg.fill,
-    )
-
-
 def dask_map(client: Client) -> MapFn:
     """A ``map_fn`` that runs AP tasks on the cluster; block data is scattered, not in the graph."""
 
@@ -166,7 +133,7 @@ def run_dedup(config: RunConfig, run: RunDir, client: Client | None = None) -> D
         map_fn = dask_map(client) if on_dask and client is not None else None
         where = "on the Dask cluster" if on_dask else "in this process"
         messages.append(f"affinity propagation ran {where} ({len(rows)} anchor chips)")
-        result = hierarchical_ap(X[rows], keys, ap_params(cfg), map_fn=map_fn)
+        result = hierarchical_ap(X[rows], keys, cfg.ap, map_fn=map_fn)
         labels[rows] = result.labels
         exemplar[rows[result.exemplars]] = True
         messages += _convergence_messages(run, result)
@@ -174,7 +141,7 @@ def run_dedup(config: RunConfig, run: RunDir, client: Client | None = None) -> D
         messages.append(
             "no anchor chip has a valid descriptor: nothing to cluster, every group dropped"
         )
-    selection = select(chips, labels, X, selection_policy(cfg), exemplar)
+    selection = select(chips, labels, X, cfg.policy, exemplar)
     messages += _outcome_messages(selection, cfg)
     run.write_table(
         SELECTION,

@@ -21,28 +21,14 @@ from terracorpus.curation.groups import (
     group_scenes,
     groups_to_frame,
 )
-from terracorpus.pipelines.config import GroupConfig, RunConfig
+from terracorpus.curation.params import project
+from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.rundir import Failure, RunDir
 
 STAGE = "group"
 INPUT = "scenes.parquet"
 OUTPUT = "groups.parquet"
-
-
-def group_params(cfg: GroupConfig) -> GroupParams:
-    """The curation rules from the validated config section."""
-    return GroupParams(
-        chip_size_m=cfg.chip_size_m,
-        anchor_sensor=cfg.anchor_sensor,
-        min_coverage=cfg.min_coverage,
-        max_cloud_cover=cfg.max_cloud_cover,
-        max_members_per_sensor=cfg.max_members_per_sensor,
-        max_members=cfg.max_members,
-        min_sensors=cfg.min_sensors,
-        max_chip_overlap=cfg.max_chip_overlap,
-        seed=cfg.seed,
-    )
 
 
 def run_group(config: RunConfig, run: RunDir) -> str:
@@ -58,7 +44,7 @@ def run_group(config: RunConfig, run: RunDir) -> str:
         GroupingError: the scenes cannot be grouped under the rules (the message says why).
     """
     scenes = scenes_from_frame(run.read_table(INPUT, needed_by="the group stage"))
-    params = group_params(config.group)
+    params = project(config.group, GroupParams)
     result = group_scenes(scenes, params)
     groups, unused = result.groups, result.unused
     refused = [u for u in unused if u.reason in REFUSALS]
