@@ -83,8 +83,11 @@ def test_layout_and_summary(world: WorldSummary) -> None:
     }
     epsgs = {r["epsg"] for r in doc["regions"]}
     assert len(epsgs) == 4 and any(r["bbox"][1] > 66.5 for r in doc["regions"])  # one Arctic
+    assert doc["years"] == [2021, 2022, 2023]
     for r in doc["regions"]:
-        assert (world.out / r["truth"]).is_file()
+        assert sorted(r["truth"]) == ["2021", "2022", "2023"]
+        for year, rel in r["truth"].items():
+            assert rel == f"truth/{r['name']}/{year}.tif" and (world.out / rel).is_file()
     catalog = pystac.Catalog.from_file(str(world.out / "catalog.json"))
     assert len(list(catalog.get_items(recursive=True))) == world.total_items
     assert world.bytes_written > 1e6
@@ -308,10 +311,10 @@ def test_arctic_has_seasonal_snow_and_low_information_areas(world: WorldSummary)
         return 100 * p["s2:snow_ice_percentage"] / sum(p[f"s2:{k}_percentage"] for k in surface)
 
     snow = {d["properties"]["datetime"][:10]: snow_share(d["properties"]) for d in s2}
-    spring = [v for k, v in snow.items() if k < "2023-06-01"]
-    summer = [v for k, v in snow.items() if "2023-07-10" <= k <= "2023-08-31"]
+    spring = [v for k, v in snow.items() if k[5:] < "06-01"]
+    summer = [v for k, v in snow.items() if "07-10" <= k[5:] <= "08-31"]
     assert spring and summer and min(spring) > 80 and max(summer) < 30
-    truth = rasterio.open(world.out / "truth" / "north-slope.tif").read(1)
+    truth = rasterio.open(world.out / "truth" / "north-slope" / "2021.tif").read(1)
     share = np.bincount(truth.ravel(), minlength=9) / truth.size
     assert share[1] > 0.25 and share[7] > 0.08 and share[8] > 0.15  # water, ice, tundra
 
@@ -340,7 +343,7 @@ def test_read_truth(world: WorldSummary) -> None:
     doc = read_world(world.out)
     region = next(r for r in doc["regions"] if r["name"] == "moselle-utm31-32")
     full = read_truth(world.out, tuple(region["bounds"]), f"EPSG:{region['epsg']}")
-    with rasterio.open(world.out / region["truth"]) as src:
+    with rasterio.open(world.out / region["truth"]["2021"]) as src:  # None: the first year
         assert np.array_equal(full, src.read(1))
     assert set(np.unique(full)) <= set(CLASSES) and 0 not in np.unique(full)
     # The same ground through the other UTM zone: same class mix, base resolution kept.
@@ -350,12 +353,18 @@ def test_read_truth(world: WorldSummary) -> None:
     bounds = (b[2], b[5] - 10 * shape[0], b[2] + 10 * shape[1], b[5])
     other = read_truth(world.out, bounds, "EPSG:32632")
     assert other.shape == tuple(shape) and (other > 0).mean() > 0.99
+    # The tile's own ground, read in the region's zone: the same class mix.
+    same = read_truth(
+        world.out,
+        Transformer.from_crs(32632, region["epsg"], always_xy=True).transform_bounds(*bounds),
+        f"EPSG:{region['epsg']}",
+    )
     assert (
         np.abs(
             np.bincount(other.ravel(), minlength=9)[1:] / other.size
-            - np.bincount(full.ravel(), minlength=9)[1:] / full.size
+            - np.bincount(same.ravel(), minlength=9)[1:] / same.size
         ).max()
-        < 0.1
+        < 0.05
     )
     with pytest.raises(WorldError, match="no region"):
         read_truth(world.out, (0.0, 0.0, 0.01, 0.01), "EPSG:4326")
@@ -433,8 +442,11 @@ def test_deterministic_for_a_seed(world: WorldSummary, tmp_path: Path) -> None:
         assert other.read_text().replace(str(again.out), str(world.out)) == path.read_text()
     for tif in sorted((world.out / "cogs").glob("*/*/*.tif"))[::7]:
         assert np.array_equal(_read(str(tif)), _read(str(again.out / tif.relative_to(world.out))))
-    for tif in sorted((world.out / "truth").glob("*.tif")):
+    truths = sorted((world.out / "truth").glob("*/*.tif"))
+    assert len(truths) == 4 * 3
+    for tif in truths:
         assert (again.out / tif.relative_to(world.out)).read_bytes() == tif.read_bytes()
+    assert read_world(again.out)["events"] == read_world(world.out)["events"]
 
 
 def test_sensor_pixels_are_exact_area_averages_of_the_base_field() -> None:

@@ -2,8 +2,9 @@
 
 :func:`create_world` builds a multi-sensor world (Sentinel-2 L2A, Landsat 8/9 C2 L2, NAIP,
 Gaofen-2) over four regions as Cloud-Optimized GeoTIFFs and STAC Items, with the land-cover
-truth and the true cloud masks beside them; :func:`read_truth` and
-:func:`truth_cloud_fraction` read that truth back for scoring. See docs/demo-world.md.
+truth and the true cloud masks beside them; :func:`read_truth` (per
+year: the ground changes over the world's years) and :func:`truth_cloud_fraction` read that
+truth back for scoring. See docs/demo-world.md.
 """
 
 from terracorpus.catalogs.errors import WorldError
@@ -16,6 +17,8 @@ from terracorpus.catalogs.world.truth import (
     read_truth,
     read_world,
     truth_cloud_fraction,
+    truth_path,
+    world_years,
 )
 
 __all__ = [
@@ -29,4 +32,6 @@ __all__ = [
     "read_truth",
     "read_world",
     "truth_cloud_fraction",
+    "truth_path",
+    "world_years",
 ]

@@ -7,7 +7,7 @@ Layout under ``OUT``::
     collections/<collection>.json            STAC Collections
     items/<collection>/<item_id>.json        STAC Items (asset hrefs: absolute COG paths)
     cogs/<collection>/<item_id>/<asset>.tif  Cloud-Optimized GeoTIFFs
-    truth/<region>.tif                       land-cover class per base pixel (uint8 COG)
+    truth/<region>/<year>.tif                land-cover class per base pixel in that year (uint8 COG)
     truth/classes.json                       class code -> name
     truth/clouds/<collection>/<item_id>.tif  true cloud/shadow mask on the scene's QA grid
 """
@@ -31,17 +31,18 @@ from terracorpus.catalogs.errors import WorldError
 from terracorpus.catalogs.sensors import Sensor, builtin_registry
 from terracorpus.catalogs.world import atmosphere as atm
 from terracorpus.catalogs.world import stac
+from terracorpus.catalogs.world.changes import ClassMaps, describe_events
 from terracorpus.catalogs.world.cog import write_cog
 from terracorpus.catalogs.world.landcover import CLASSES
 from terracorpus.catalogs.world.presets import get_preset
 from terracorpus.catalogs.world.regions import COLLECTIONS, LANDSAT, Region
 from terracorpus.catalogs.world.schedule import SENSOR_OF, SceneSpec, plan_world
 from terracorpus.catalogs.world.sensors_render import RegionGround, SceneRenderer
-from terracorpus.catalogs.world.truth import WORLD_FILE, cloud_truth_path, read_world
+from terracorpus.catalogs.world.truth import WORLD_FILE, cloud_truth_path, read_world, truth_path
 
 log = logging.getLogger(__name__)
 FORMAT = "terracorpus-demo-world"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: several years, truth per region per year, change events
 _MARKER = ".world-building.json"
 _OWNED = ("catalog.json", "collections", "items", "cogs", "truth", _MARKER)
 
@@ -154,10 +155,14 @@ class _Progress:
     bytes: int = 0
 
 
-def _write_truth(out: Path, region: Region, ground: RegionGround) -> int:
+def _write_truth(out: Path, region: Region, maps: ClassMaps) -> int:
+    """One truth COG per year: the land cover every scene of that year is rendered from."""
     t = Affine(region.res, 0.0, region.x0, 0.0, -region.res, region.y1)
-    classes = ground.cover.classes[None]
-    return write_cog(out / "truth" / f"{region.name}.tif", classes, t, region.spec.epsg, 0, True)
+    n = 0
+    for year, classes in maps.items():
+        path = out / truth_path(region.name, year)
+        n += write_cog(path, classes[None], t, region.spec.epsg, 0, True)
+    return n
 
 
 def _write_scene(
@@ -195,7 +200,11 @@ def _pairs(scenes: list[SceneSpec]) -> tuple[list[list[str]], list[list[str]]]:
 
 
 def _world_doc(
-    ident: dict[str, Any], regions: list[Region], scenes: list[SceneSpec], acc: _Progress
+    ident: dict[str, Any],
+    regions: list[Region],
+    scenes: list[SceneSpec],
+    acc: _Progress,
+    events: list[dict[str, Any]],
 ) -> dict[str, Any]:
     p = get_preset(ident["preset"])
     counts = Counter(i["collection"] for i in acc.items)
@@ -208,6 +217,7 @@ def _world_doc(
         **ident,
         "start": p.start.isoformat(),
         "end": p.end.isoformat(),
+        "years": list(p.years),
         "bbox": [
             min(b[0] for b in boxes),
             min(b[1] for b in boxes),
@@ -222,7 +232,7 @@ def _world_doc(
                 "bbox": list(b),
                 "bounds": list(r.bounds),
                 "base_res": r.res,
-                "truth": f"truth/{r.name}.tif",
+                "truth": {str(y): truth_path(r.name, y) for y in p.years},
                 "collections": [
                     c
                     for c in r.spec.collections
@@ -234,6 +244,7 @@ def _world_doc(
         "collections": collections,
         "sensors": {c: SENSOR_OF[c] for c in collections},
         "n_items": {c: counts[c] for c in collections},
+        "events": events,
         "near_duplicates": dups,
         "coincident_clear": coincident,
         "classes": {str(k): v for k, v in CLASSES.items()},
@@ -243,7 +254,12 @@ def _world_doc(
 
 
 def _finish(
-    out: Path, ident: dict[str, Any], regions: list[Region], scenes: list[SceneSpec], acc: _Progress
+    out: Path,
+    ident: dict[str, Any],
+    regions: list[Region],
+    scenes: list[SceneSpec],
+    acc: _Progress,
+    events: list[dict[str, Any]],
 ) -> dict[str, Any]:
     registry = builtin_registry()
     by_coll: dict[str, list[dict[str, Any]]] = {}
@@ -261,7 +277,7 @@ def _finish(
     acc.bytes += _write_json(
         out / "truth" / "classes.json", {str(k): v for k, v in CLASSES.items()}
     )
-    doc = _world_doc(ident, regions, scenes, acc)
+    doc = _world_doc(ident, regions, scenes, acc, events)
     _write_json(out / WORLD_FILE, doc)
     (out / _MARKER).unlink(missing_ok=True)
     return doc
@@ -295,11 +311,15 @@ def create_world(
     regions, scenes = plan_world(p, int(seed), bool(sentinel1))
     acc = _Progress(items=[])
     registry = builtin_registry()
+    events: list[dict[str, Any]] = []
     try:
         for region in regions:
             t = time.perf_counter()
-            ground = RegionGround.build(region, int(seed))
-            acc.bytes += _write_truth(out_path, region, ground)
+            ground = RegionGround.build(region, int(seed), p.years)
+            maps = {y: ground.cover.classes_in(y) for y in p.years}
+            acc.bytes += _write_truth(out_path, region, maps)
+            events += describe_events(region, ground.cover, p.years, maps)
+            del maps
             renderer = SceneRenderer(ground, int(seed))
             mine = [s for s in scenes if s.region == region.name]
             for spec in mine:
@@ -307,7 +327,7 @@ def create_world(
             log.info(
                 "world: %s, %d scenes in %.1fs", region.name, len(mine), time.perf_counter() - t
             )
-        doc = _finish(out_path, ident, regions, scenes, acc)
+        doc = _finish(out_path, ident, regions, scenes, acc, events)
     except OSError as e:
         raise WorldError(f"cannot write the world in {out_path}: {e.strerror or e}") from None
     log.info(

@@ -12,8 +12,12 @@ from terracorpus.catalogs.errors import WorldError
 class Preset:
     """Sizes (metres, multiples of 60) and acquisition counts over ``start``..``end``.
 
-    ``naip_quads`` splits the NAIP region into n x n quarter-quad items per NAIP year;
-    ``n_s1`` Sentinel-1 RTC scenes per region are made only when Sentinel-1 is asked for.
+    The world spans the calendar years of ``start``..``end``; its land cover changes between
+    them (a truth map per region per year). Acquisition counts are over the whole span and
+    spread evenly over its years. ``naip_quads`` splits the NAIP region into n x n
+    quarter-quad items per NAIP year; ``n_s1`` Sentinel-1 RTC scenes per region are made only
+    when Sentinel-1 is asked for. ``clouds`` is (P(clear day), P(clear or partly cloudy day)):
+    the rest of the days are overcast (50-95 % of the region).
     """
 
     name: str
@@ -26,15 +30,21 @@ class Preset:
     n_s1: int
     naip_quads: int
     naip_years: tuple[int, ...]
+    clouds: tuple[float, float] = (0.35, 0.75)
 
     def size_of(self, region: str) -> float:
         return dict(self.sizes_m)[region]
+
+    @property
+    def years(self) -> tuple[int, ...]:
+        """The calendar years the world spans (a truth map for each)."""
+        return tuple(range(self.start.year, self.end.year + 1))
 
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny",
-        start=date(2023, 1, 1),
+        start=date(2021, 1, 1),
         end=date(2023, 12, 31),
         sizes_m=(
             ("iowa-prairie", 1500.0),
@@ -42,16 +52,16 @@ PRESETS: dict[str, Preset] = {
             ("moselle-utm31-32", 3600.0),
             ("hubei-lakes", 1800.0),
         ),
-        n_s2=4,
-        n_landsat=2,
+        n_s2=5,
+        n_landsat=3,
         n_gaofen=2,
         n_s1=3,
         naip_quads=1,
-        naip_years=(2023,),
+        naip_years=(2021, 2023),
     ),
     "small": Preset(
         name="small",
-        start=date(2023, 1, 1),
+        start=date(2021, 1, 1),
         end=date(2023, 12, 31),
         sizes_m=(
             ("iowa-prairie", 3600.0),
@@ -59,16 +69,16 @@ PRESETS: dict[str, Preset] = {
             ("moselle-utm31-32", 7200.0),
             ("hubei-lakes", 4800.0),
         ),
-        n_s2=14,
-        n_landsat=8,
+        n_s2=17,
+        n_landsat=9,
         n_gaofen=5,
-        n_s1=8,
+        n_s1=9,
         naip_quads=2,
-        naip_years=(2023,),
+        naip_years=(2021, 2023),
     ),
     "bench": Preset(
         name="bench",
-        start=date(2022, 1, 1),
+        start=date(2020, 1, 1),
         end=date(2023, 12, 31),
         sizes_m=(
             ("iowa-prairie", 6000.0),
@@ -76,12 +86,12 @@ PRESETS: dict[str, Preset] = {
             ("moselle-utm31-32", 14400.0),
             ("hubei-lakes", 9600.0),
         ),
-        n_s2=40,
-        n_landsat=20,
-        n_gaofen=10,
-        n_s1=20,
+        n_s2=48,
+        n_landsat=24,
+        n_gaofen=12,
+        n_s1=24,
         naip_quads=2,
-        naip_years=(2021, 2023),
+        naip_years=(2020, 2022),
     ),
 }
 

@@ -69,8 +69,9 @@ class SceneSpec:
     """Everything needed to render and describe one scene (one STAC item).
 
     ``footprint`` is the exterior ring of the valid-data polygon in the tile's CRS.
-    ``ground_doy`` is the day of year whose ground (phenology, snow) is imaged; it differs from
-    the acquisition day only for the repeat of a near-duplicate pair. ``cloud_target`` is the
+    ``ground_year`` and ``ground_doy`` say whose ground (land cover of that year, phenology,
+    snow) is imaged; they differ from the acquisition day only for the repeat of a
+    near-duplicate pair. ``cloud_target`` is the
     share of the *region* that is cloudy that day; the item's ``eo:cloud_cover`` is measured
     from the rendered mask over the scene's valid pixels.
     """
@@ -82,6 +83,7 @@ class SceneSpec:
     region: str
     tile: Tile
     acquired: datetime
+    ground_year: int
     ground_doy: int
     cloud_target: float
     cirrus: bool
@@ -179,16 +181,38 @@ def _lit(days: list[date], collection: str, lon: float, lat: float) -> list[date
     return out
 
 
+def _spread(rng: np.random.Generator, free: list[date], k: int) -> set[date]:
+    """``k`` of ``free`` evenly spread (plus jitter)."""
+    if not k or not free:
+        return set()
+    idx = np.linspace(0, len(free) - 1, k + 2)[1:-1] if k < len(free) else np.arange(len(free))
+    out = set()
+    for i in idx:
+        j = int(np.clip(round(float(i)) + int(rng.integers(-1, 2)), 0, len(free) - 1))
+        out.add(free[j])
+    return out
+
+
 def _pick(rng: np.random.Generator, cands: list[date], n: int, must: list[date]) -> list[date]:
-    """``n`` dates spread over ``cands`` (plus jitter), always including ``must``."""
+    """``n`` dates spread over ``cands`` (plus jitter), always including ``must``.
+
+    The dates are shared out over the candidates' years as evenly as ``must`` allows, then
+    spread within each year, so that every year of a multi-year world is imaged.
+    """
     chosen = set(must)
     free = [d for d in cands if d not in chosen]
+    years = sorted({d.year for d in free})
     k = max(0, n - len(chosen))
-    if k and free:
-        idx = np.linspace(0, len(free) - 1, k + 2)[1:-1] if k < len(free) else np.arange(len(free))
-        for i in idx:
-            j = int(np.clip(round(float(i)) + int(rng.integers(-1, 2)), 0, len(free) - 1))
-            chosen.add(free[j])
+    if not years:
+        return sorted(chosen)
+    have = [sum(d.year == y for d in chosen) for y in years]
+    want = [0] * len(years)
+    for _ in range(k):  # one at a time to the year with the fewest so far (ties: random)
+        load = [h + w for h, w in zip(have, want, strict=True)]
+        least = [i for i, v in enumerate(load) if v == min(load)]
+        want[least[int(rng.integers(len(least)))]] += 1
+    for y, w in zip(years, want, strict=True):
+        chosen |= _spread(rng, [d for d in free if d.year == y], w)
     return sorted(chosen)
 
 
@@ -197,12 +221,14 @@ def _nearest(cands: list[date], doy: int, year: int) -> date:
     return min(cands, key=lambda d: (abs((d - target).days), d))
 
 
-def _cloud_target(seed: int, key: tuple[str, str, str]) -> tuple[float, bool]:
+def _cloud_target(
+    seed: int, key: tuple[str, str, str], odds: tuple[float, float]
+) -> tuple[float, bool]:
     rng = rng_for(seed, "clouds", *key)
     u = float(rng.uniform())
-    if u < 0.35:
+    if u < odds[0]:
         return 0.0, False
-    cover = float(rng.uniform(0.05, 0.5)) if u < 0.75 else float(rng.uniform(0.5, 0.95))
+    cover = float(rng.uniform(0.05, 0.5)) if u < odds[1] else float(rng.uniform(0.5, 0.95))
     return cover, bool(rng.uniform() < 0.25)
 
 
@@ -265,7 +291,9 @@ def _scene(
     elev, az = sun_position(when, lon, lat)
     key = (region.name, collection, day.isoformat())
     cover, cirrus = (
-        (0.0, False) if clear or collection in _NO_CLOUDS else _cloud_target(ctx.seed, key)
+        (0.0, False)
+        if clear or collection in _NO_CLOUDS
+        else _cloud_target(ctx.seed, key, ctx.preset.clouds)
     )
     partial = not clear and collection != NAIP and bool(rng.uniform() < 0.3)
     return SceneSpec(
@@ -276,6 +304,7 @@ def _scene(
         region=region.name,
         tile=tile,
         acquired=when,
+        ground_year=(ground_day or day).year,
         ground_doy=(ground_day or day).timetuple().tm_yday,
         cloud_target=cover,
         cirrus=cirrus,

@@ -26,6 +26,7 @@ from rasterio.transform import Affine
 
 from terracorpus.catalogs.sensors import Band, Sensor
 from terracorpus.catalogs.world import atmosphere as atm
+from terracorpus.catalogs.world import events as evt
 from terracorpus.catalogs.world import landcover as lc
 from terracorpus.catalogs.world import qa as qa_codes
 from terracorpus.catalogs.world import spectra
@@ -51,21 +52,27 @@ NOISE_SIGMA = {
 }
 
 
+When = tuple[int, int] | None
+"""Whose ground: (year, day of year), or None for the first year before sowing."""
+
+
 @dataclass
 class RegionGround:
-    """A region's truth and the caches of its derived fractions."""
+    """A region's truth over the years and the caches of its derived maps and fractions."""
 
     region: Region
     cover: lc.LandCover
     snow_level: U8
-    _fractions: dict[tuple[tuple[int, int, int, int], int, tuple[int, int]], F32] = field(
+    _fractions: dict[tuple[tuple[int, int, int, int], int, tuple[int, int], When], F32] = field(
         default_factory=dict, repr=False
     )
+    _materials: dict[tuple[int, int], U8] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def build(cls, region: Region, seed: int) -> RegionGround:
+    def build(cls, region: Region, seed: int, years: tuple[int, ...] = ()) -> RegionGround:
+        """The ground of ``region`` over ``years`` (its change events need two or more)."""
         rng = rng_for(seed, "landcover", region.name)
-        cover = lc.make_landcover(region.spec.recipe, rng, region.shape, region.res)
+        cover = lc.make_landcover(region.spec.recipe, rng, region.shape, region.res, years)
         snow_field = fractal_noise(
             rng_for(seed, "snow", region.name), region.shape, 400.0 / region.res
         )
@@ -83,10 +90,33 @@ class RegionGround:
         )
         return round(share * SNOW_LEVELS), SNOW_LEVELS if share >= 0.9 else 0
 
-    def effective(self, window: tuple[int, int, int, int], snow: tuple[int, int]) -> U8:
-        """Material per base pixel of ``window`` (row, col, h, w), seasonal snow included."""
+    def _state(self, when: When) -> When:
+        """``when`` reduced to what the material map depends on: year and crop year."""
+        if when is None or self.cover.first_year is None:
+            return None
+        year, doy = when
+        return (year, evt.SOWING_DOY if doy >= evt.SOWING_DOY else 1)
+
+    def materials(self, when: When) -> U8:
+        """Material per base pixel of the whole region ``when`` (cached: a change of year or
+        of crop year changes the map)."""
+        if when is None or self.cover.first_year is None:
+            return self.cover.material
+        year, doy = when
+        key = (year, evt.crop_year(year, doy))
+        if key not in self._materials:
+            if len(self._materials) >= 3:
+                self._materials.pop(next(iter(self._materials)))
+            self._materials[key] = self.cover.material_in(year, doy)
+        return self._materials[key]
+
+    def effective(
+        self, window: tuple[int, int, int, int], snow: tuple[int, int], when: When = None
+    ) -> U8:
+        """Material per base pixel of ``window`` (row, col, h, w) ``when``, seasonal snow
+        included."""
         r, c, h, w = window
-        mat = self.cover.material[r : r + h, c : c + w]
+        mat = self.materials(when)[r : r + h, c : c + w]
         level = self.snow_level[r : r + h, c : c + w]
         thr = np.where(mat == lc.WATER, snow[1], snow[0])
         out: U8 = np.where(level < thr, lc.SNOW, mat).astype(np.uint8)
@@ -96,21 +126,24 @@ class RegionGround:
         r, c, h, w = window
         return self.cover.texture[r : r + h, c : c + w]
 
-    def fractions(self, window: tuple[int, int, int, int], f: int, snow: tuple[int, int]) -> F32:
+    def fractions(
+        self, window: tuple[int, int, int, int], f: int, snow: tuple[int, int], when: When = None
+    ) -> F32:
         """(h, w, materials) texture-weighted material fractions of ``f`` x ``f`` base blocks."""
-        key = (window, f, snow)
+        when = self._state(when)
+        key = (window, f, snow, when)
         if key in self._fractions:
             return self._fractions[key]
         finer = [
             g
-            for (wd, g, s) in self._fractions
-            if wd == window and s == snow and 1 < g < f and f % g == 0
+            for (wd, g, s, t) in self._fractions
+            if wd == window and s == snow and t == when and 1 < g < f and f % g == 0
         ]
         if finer:
             g = max(finer)
-            out = block_mean(self._fractions[(window, g, snow)], f // g)
+            out = block_mean(self._fractions[(window, g, snow, when)], f // g)
         else:
-            eff = self.effective(window, snow)
+            eff = self.effective(window, snow, when)
             h, w = eff.shape[0] // f, eff.shape[1] // f
             block = (np.arange(eff.shape[0]) // f)[:, None] * w + (np.arange(eff.shape[1]) // f)[
                 None, :
@@ -252,12 +285,13 @@ class SceneRenderer:
         f = round(gsd / self.region.res)
         window = _window(self.region, sb)
         snow = self.ground.snow_state(spec.ground_doy)
+        when = (spec.ground_year, spec.ground_doy)
         spec_m = spectra.material_response(bands, spec.ground_doy).astype(np.float32)
         if f == 1:
-            eff = self.ground.effective(window, snow)
+            eff = self.ground.effective(window, snow, when)
             refl = spec_m[eff] * self.ground.texture(window)[..., None]
         else:
-            refl = self.ground.fractions(window, f, snow) @ spec_m
+            refl = self.ground.fractions(window, f, snow, when) @ spec_m
         return np.ascontiguousarray(np.moveaxis(refl, -1, 0))
 
     def _surface(self, spec: SceneSpec, sb: Bounds, gsd: float) -> U8:
@@ -266,12 +300,13 @@ class SceneRenderer:
         window = _window(self.region, sb)
         snow = self.ground.snow_state(spec.ground_doy)
         table = _surface_table(spec.ground_doy)
+        when = (spec.ground_year, spec.ground_doy)
         if f == 1:
-            group = table[self.ground.effective(window, snow)]
+            group = table[self.ground.effective(window, snow, when)]
         else:
             onehot = np.zeros((lc.N_MATERIALS, 4), dtype=np.float32)
             onehot[np.arange(1, lc.N_MATERIALS), table[1:]] = 1.0
-            group = np.argmax(self.ground.fractions(window, f, snow) @ onehot, axis=-1)
+            group = np.argmax(self.ground.fractions(window, f, snow, when) @ onehot, axis=-1)
         out: U8 = np.asarray(qa_codes.SURFACE_SCL, dtype=np.uint8)[group]
         return out
 

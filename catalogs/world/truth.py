@@ -1,4 +1,5 @@
-"""Reading a built world back: its summary, the land-cover truth and the true cloud masks."""
+"""Reading a built world back: its summary, the land-cover truth per year and the true cloud
+masks."""
 
 from __future__ import annotations
 
@@ -59,10 +60,55 @@ def _overlap(region: dict[str, Any], bounds: tuple[float, float, float, float], 
     return float(max(0.0, w) * max(0.0, h))
 
 
+def truth_path(region: str, year: int) -> str:
+    """Where a region's truth of ``year`` lies, relative to the world: ``truth/<region>/<year>.tif``."""
+    return f"truth/{region}/{year}.tif"
+
+
+def world_years(world_dir: str | Path) -> list[int]:
+    """The years a world spans (one truth map per region for each), first to last."""
+    return _years(read_world(world_dir))
+
+
+def _years(world: dict[str, Any]) -> list[int]:
+    if "years" in world:
+        return [int(y) for y in world["years"]]
+    return [int(str(world["start"])[:4])]  # a format-1 world: one year, one truth map
+
+
+def _truth_file(
+    world_dir: str | Path, world: dict[str, Any], region: dict[str, Any], year: int | None
+) -> Path:
+    years = _years(world)
+    year = years[0] if year is None else int(year)
+    if year not in years:
+        raise WorldError(
+            f"the world at {world_dir} has no truth for {year}; its years are "
+            + ", ".join(map(str, years))
+        )
+    truth = region["truth"]
+    rel = truth if isinstance(truth, str) else truth.get(str(year))
+    path = Path(world_dir) / str(rel)
+    if rel is None or not path.is_file():
+        raise WorldError(
+            f"the truth of {region['name']} for {year} is missing from {world_dir} "
+            f"(expected {path}); rebuild the world with 'terracorpus world create'"
+        )
+    return path
+
+
 def read_truth(
-    world_dir: str | Path, bounds: tuple[float, float, float, float], crs: str
+    world_dir: str | Path,
+    bounds: tuple[float, float, float, float],
+    crs: str,
+    year: int | None = None,
 ) -> NDArray[np.uint8]:
-    """Land-cover class codes over ``bounds`` (minx, miny, maxx, maxy) in ``crs``.
+    """Land-cover class codes over ``bounds`` (minx, miny, maxx, maxy) in ``crs`` in ``year``.
+
+    ``year`` None is the world's first year. The land cover changes between years (see
+    ``world.json`` ``"events"``): the change map of a place between two years is
+    ``read_truth(..., year=a) != read_truth(..., year=b)``. Every scene acquired in a year
+    is rendered from that year's land cover.
 
     The region that overlaps ``bounds`` most is resampled (nearest) onto a north-up grid over
     ``bounds`` at the region's base resolution (its degree equivalent for a geographic
@@ -70,7 +116,8 @@ def read_truth(
     ``truth/classes.json``.
 
     Raises:
-        WorldError: no region of the world overlaps ``bounds``, or the world is unreadable.
+        WorldError: no region of the world overlaps ``bounds``, the world has no such year,
+            its truth file for the year is missing, or the world is unreadable.
     """
     world = read_world(world_dir)
     try:
@@ -85,13 +132,14 @@ def read_truth(
             + ", ".join(f"{r['name']} {r['bbox']}" for r in world["regions"])
         )
     region = world["regions"][best]
+    path = _truth_file(world_dir, world, region, year)
     res = float(region["base_res"])
     if dst_crs.is_geographic:
         res = res / 111_320.0
     width = max(1, math.ceil(round((bounds[2] - bounds[0]) / res, 6)))
     height = max(1, math.ceil(round((bounds[3] - bounds[1]) / res, 6)))
     out = np.zeros((height, width), dtype=np.uint8)
-    with rasterio.open(Path(world_dir) / region["truth"]) as src:
+    with rasterio.open(path) as src:
         rasterio.warp.reproject(
             rasterio.band(src, 1),
             out,

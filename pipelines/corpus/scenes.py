@@ -5,13 +5,16 @@
 once per task; a scene whose images fall into several shards is opened by each of those
 tasks). Validity is nodata, cloud and cloud shadow from the scene's QA asset
 (:func:`terracorpus.curation.quality.decode_qa`). Given a labeller (the demo passes its
-world's), each chip also gets its group's class label.
+world's), each chip also gets the class label of its group's footprint in its own year
+(the anchor's label is of the anchor's year).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
 
 import numpy as np
 
@@ -25,8 +28,17 @@ from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.pixels import ChipFailure, ChipPixels, ChipRequest, read_scene_chips
 from terracorpus.pipelines.rundir import Failure
 
-Labeller = Callable[[tuple[float, float, float, float], str], int]
-"""Majority land-cover class of a footprint ``(bounds, crs)``; -1 if unknown."""
+
+class Labeller(Protocol):
+    """Majority land-cover class of a footprint ``(bounds, crs)`` in ``year``; -1 if unknown.
+
+    ``year`` is the image's acquisition year (None: the labeller's default), so a world whose
+    ground changes over the years labels every image with the ground it shows.
+    """
+
+    def __call__(
+        self, bounds: tuple[float, float, float, float], crs: str, year: int | None = None
+    ) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,7 @@ class SceneChipReader:
     strict: bool = False
     labeller: Labeller | None = field(default=None)
     access: ReadAccess | None = None
-    _labels: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _labels: dict[tuple[str, int], int] = field(default_factory=dict, compare=False, repr=False)
 
     def for_images(self, images: Sequence[ImageSpec]) -> SceneChipReader:
         needed = {i.scene_id for i in images}
@@ -97,16 +109,19 @@ class SceneChipReader:
                 continue
             self._place(row, res, sensor, layout, out)
             if out.labels is not None:
-                out.labels[row] = self._label(img.group_id, req)
+                out.labels[row] = self._label(img, req)
 
-    def _label(self, group_id: str, req: ChipRequest) -> int:
-        """The group's land-cover label: one truth read per group and task (members share
-        the group's footprint)."""
+    def _label(self, img: ImageSpec, req: ChipRequest) -> int:
+        """The land-cover label of the group's footprint in the image's year (so the anchor's
+        label is of the anchor's year): one truth read per group, year and task (members
+        share the group's footprint)."""
         if self.labeller is None:
             return -1
-        if group_id not in self._labels:
-            self._labels[group_id] = self.labeller(req.bounds, req.crs)
-        return self._labels[group_id]
+        year = _utc_year(img.datetime_ns)
+        key = (img.group_id, year)
+        if key not in self._labels:
+            self._labels[key] = self.labeller(req.bounds, req.crs, year)
+        return self._labels[key]
 
     def _place(
         self, row: int, chip: ChipPixels, sensor: Sensor, layout: SensorLayout, out: ShardPixels
@@ -150,6 +165,10 @@ def chip_bounds(img: ImageSpec, layout: SensorLayout) -> tuple[float, float, flo
     a, _, x0, _, e, y0 = img.transform
     h, w = layout.chip_shape
     return (x0, y0 + e * h, x0 + a * w, y0)
+
+
+def _utc_year(datetime_ns: int) -> int:
+    return datetime.fromtimestamp(datetime_ns / 1e9, tz=UTC).year
 
 
 def _affine6(t: Sequence[float]) -> Affine6:
