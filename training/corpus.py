@@ -6,7 +6,9 @@ a time, so the store is never loaded into memory. It holds no open Zarr handle w
 each DataLoader worker opens the store itself on first use.
 
 A missing or corrupt shard raises :class:`CorpusReadError` naming the shard; an image whose raw
-bytes do not match the manifest's sha256 is never returned.
+bytes do not match the manifest's sha256 is never returned; a metadata or group-table array
+whose chunk fails its CRC32C (or cannot be decompressed) raises :class:`CorpusReadError`
+naming the array.
 """
 
 from __future__ import annotations
@@ -290,8 +292,16 @@ def open_corpus(path: str | Path, *, verify: bool = True) -> CorpusReader:
 
 
 def _read(group: zarr.Group, key: str) -> np.ndarray:
-    """A whole (small) array of the store as numpy."""
-    return np.asarray(_node(group, key, zarr.Array)[:])
+    """A whole (small) array of the store as numpy, its chunks' checksums verified."""
+    arr = _node(group, key, zarr.Array)
+    try:
+        return np.asarray(arr[:])
+    except Exception as e:  # codec errors: a CRC32C mismatch, an undecodable zstd frame
+        path = f"{group.path}/{key}".lstrip("/")
+        raise CorpusReadError(
+            f"corpus array {path} cannot be decoded: a chunk is corrupt ({type(e).__name__}: "
+            f"{e}); run `terracorpus corpus validate` and re-run materialize"
+        ) from e
 
 
 def _node(group: zarr.Group, key: str, kind: type[_Node]) -> _Node:

@@ -67,6 +67,28 @@ MEMBER_ARRAYS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 
 
+def required_arrays(sensors: Any) -> list[str]:
+    """Every array path the format requires of a corpus with ``sensors`` (names)."""
+    paths = [
+        f"{SENSORS_GROUP}/{s}/{name}"
+        for s in sensors
+        for name in ("pixels", "valid", *IMAGE_ARRAYS)
+    ]
+    groups = [*GROUP_ARRAYS, *MEMBER_ARRAYS, "member_offsets"]
+    return paths + [f"{GROUPS_GROUP}/{name}" for name in groups]
+
+
+def missing_arrays(group: zarr.Group, sensors: Any) -> list[str]:
+    """The required arrays (:func:`required_arrays`) that ``group`` lacks."""
+    missing = []
+    for path in required_arrays(sensors):
+        try:
+            array_at(group, path)
+        except CorpusError:
+            missing.append(path)
+    return missing
+
+
 def check_root_attrs(attrs: dict[str, Any], where: str, *, require_complete: bool = True) -> None:
     """Refuse a store that is not a corpus, of a version we cannot read, or unfinished."""
     meta = attrs.get(ATTRS_KEY)

@@ -50,6 +50,7 @@ from terracorpus.pipelines.corpus.format import (
     STORE_NAME,
     VALID_DIMS,
     corpus_meta,
+    missing_arrays,
 )
 from terracorpus.pipelines.corpus.location import CorpusLocation
 from terracorpus.pipelines.corpus.manifest import build_manifest, read_manifest, write_manifest
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 MARKERS_DIR = "shards"
 META_CHUNK = 65536
+META_LEVEL = 3
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,12 @@ def _finish(
     write_collection(
         location, build_collection({ATTRS_KEY: meta}, manifest, provenance.collection_id)
     )
+    missing = missing_arrays(root, meta["sensors"])
+    if missing:  # never commit a corpus a reader would find holes in
+        raise CorpusError(
+            f"the corpus at {location.url} lacks {missing} after writing; it stays marked "
+            "incomplete: rerun the command to finish it"
+        )
     meta["complete"] = True
     root.attrs[ATTRS_KEY] = meta  # the commit: root zarr.json rewritten last
     return meta
@@ -414,6 +422,9 @@ def _put(
         shape=values.shape,
         dtype=str if is_str else values.dtype,
         chunks=chunks,
+        # zstd, then a CRC32C of each chunk: a flipped bit in a coordinate or a date fails
+        # to decode instead of changing the value (zstd alone checks nothing by default)
+        compressors=compressors("zstd", META_LEVEL),
         dimension_names=dims,
         attributes=attrs,
         overwrite=True,
