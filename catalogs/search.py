@@ -266,18 +266,28 @@ def _describe(apis: Sequence[ApiQuery], tiles: list[BBox], when: str | None, clo
     )
 
 
+def unregistered_collections(
+    apis: Sequence[tuple[str, Sequence[str]]], registry: SensorRegistry
+) -> list[tuple[str, str]]:
+    """(API url, collection) of every requested collection no sensor of ``registry`` reads."""
+    known = {c for s in registry for c in s.collections}
+    return [(url, c) for url, collections in apis for c in collections if c not in known]
+
+
 def _check_collections(apis: Sequence[ApiQuery], registry: SensorRegistry) -> None:
     if not apis:
         raise CatalogError("no STAC APIs to search; add search.apis to the run config")
     for api in apis:
         if not api.collections:
             raise CatalogError(f"no collections given for STAC API {api.url}")
-        for c in api.collections:
-            if not any(c in s.collections for s in registry):
-                raise CatalogError(
-                    f"no sensor is registered for collection {c!r} (STAC API {api.url}); "
-                    "add one in a sensors YAML/TOML file (docs/sensors.md)"
-                )
+    missing = unregistered_collections([(a.url, a.collections) for a in apis], registry)
+    if missing:
+        each = [
+            f"no sensor is registered for collection {c!r} (STAC API {url})" for url, c in missing
+        ]
+        raise CatalogError(
+            "; ".join(each) + "; add them in a sensors YAML/TOML file (docs/sensors.md)"
+        )
 
 
 # -- talking to the APIs ------------------------------------------------------------------

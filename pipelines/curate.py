@@ -21,7 +21,8 @@ from terracorpus.catalogs.redact import RedactingFilter
 from terracorpus.pipelines.cluster import dask_client
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.errors import StageError
-from terracorpus.pipelines.rundir import RunDir
+from terracorpus.pipelines.preflight import check_scheduler
+from terracorpus.pipelines.rundir import RunDir, run_lock
 
 if TYPE_CHECKING:  # the stages' own modules load when they run
     from terracorpus.pipelines.corpus.scenes import Labeller
@@ -125,6 +126,16 @@ def _run_log(run: RunDir) -> Iterator[None]:
         handler.close()
 
 
+def _will_need_client(run: RunDir, todo: Sequence[Stage], force: Sequence[str]) -> bool:
+    """True if a stage that runs on Dask will run (it, or a stage before it, is not current)."""
+    stale = False
+    for stage in todo:
+        stale = stale or stage.name in force or not stage_is_current(run, stage)
+        if stale and stage.needs_client:
+            return True
+    return False
+
+
 def _check_names(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in STAGE_NAMES]
     if unknown:
@@ -152,9 +163,23 @@ def curate(
             its world's.
     """
     _check_names([*force, *([until] if until else [])])
+    with run_lock(config.run_dir, "curate"):
+        return _curate(config, force, until, allow_mixed, echo, labeller)
+
+
+def _curate(
+    config: RunConfig,
+    force: Sequence[str],
+    until: str | None,
+    allow_mixed: bool,
+    echo: Callable[[str], None],
+    labeller: Labeller | None,
+) -> CurateResult:
     run = RunDir(config.run_dir, config, allow_mixed=allow_mixed)
     result = CurateResult(run_dir=str(run.root))
     todo = list(STAGES[: STAGE_NAMES.index(until) + 1] if until else STAGES)
+    if config.dask.scheduler and _will_need_client(run, todo, force):
+        check_scheduler(config.dask.scheduler)  # before a search that could take an hour
     rerun_rest = False  # once a stage ran, its successors' outputs are stale
     with _run_log(run), ExitStack() as stack:
         client = None

@@ -5,13 +5,19 @@ config hash and stage that made it in its Parquet metadata, so a stage can tell 
 current artifact from a stale or partial one, and refuses to mix artifacts of different
 configs unless told to. Failures of single scenes or chips go to one failure table that every
 stage grows; per-stage scratch directories hold per-batch outputs for resumable stages.
+
+One command at a time works in a run directory: :func:`run_lock` takes an exclusive
+``flock`` on ``run.lock`` inside it for the command's lifetime (the kernel drops it when the
+process dies, even by kill -9, so a crash never leaves a stale lock).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -34,6 +40,7 @@ META_KEY = b"terracorpus"
 FAILURES = "failures.parquet"
 TIMINGS = "timings.json"
 CONFIG_FILE = "run-config.json"
+LOCK_FILE = "run.lock"
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,75 @@ class RunDir:
         return dict(json.loads(f.read_text())) if f.exists() else {}
 
 
+@contextmanager
+def run_lock(root: str | Path, command: str, *, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the run directory ``root`` for ``command`` (curate, or one stage command).
+
+    A second command into the same directory waits up to ``wait_s`` seconds, then raises
+    :class:`RunDirError` naming the command, process and host that hold it. The lock is an
+    exclusive ``flock`` on ``root/run.lock``: released on exit and by the kernel when the
+    process dies. (Run directories are local or on a shared POSIX file system; a corpus on
+    object storage is guarded by the run directory that writes it, docs/corpus-format.md.)
+    """
+    path = Path(root) / LOCK_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise RunDirError(f"cannot lock run directory {root}: {e.strerror}") from None
+    try:
+        _acquire(fd, path, wait_s)
+        holder = {
+            "command": command,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextmanager
+def locked_run(
+    root: str | Path, config: RunConfig, command: str, *, allow_mixed: bool = False
+) -> Iterator[RunDir]:
+    """The :class:`RunDir` at ``root``, held by ``command`` (:func:`run_lock`) while in use.
+
+    The lock is taken before the run's config file is checked or written, so a second
+    command never touches the directory."""
+    with run_lock(root, command):
+        yield RunDir(root, config, allow_mixed=allow_mixed)
+
+
+def _acquire(fd: int, path: Path, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0.01)))
+    waited = f"still in use after {wait_s:g} s" if wait_s > 0 else "in use"
+    raise RunDirError(
+        f"run directory {path.parent} is {waited} by {_holder(path)}; wait for it to finish "
+        "(or stop it), or use another run directory"
+    )
+
+
+def _holder(path: Path) -> str:
+    """Who holds the lock, as its lock file says (written right after taking it)."""
+    try:
+        h = json.loads(path.read_text())
+        return f"`terracorpus {h['command']}` (pid {h['pid']} on {h['host']}, since {h['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another terracorpus command"
+
+
 def config_for(
     run_dir: str | Path, config_path: str | Path | None, *, needs: str | None = None
 ) -> RunConfig:
@@ -219,10 +295,30 @@ def config_for(
 
 # -- atomic file helpers (also used by stages for per-batch outputs) ----------------------
 def _tmp_beside(target: Path) -> Path:
+    """A fresh temporary file next to ``target``, with the mode a plain ``open`` would give
+    (0666 less the umask; mkstemp's 0600 would make artifacts unreadable to colleagues on a
+    shared file system)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(tmp)
+
+
+def _umask() -> int:
+    """The process umask: from /proc on Linux; elsewhere by setting it and straight back
+    (which other threads could briefly see, hence not the first choice)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_parquet_atomic(target: Path, frame: pd.DataFrame, meta: dict[str, Any]) -> None:

@@ -86,7 +86,17 @@ def test_cli_init_then_check(tmp_path: Path) -> None:
     r = runner.invoke(main, ["config", "init", str(path)])
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["config", "check", str(path)])
-    assert r.exit_code == 0 and "valid" in r.output
+    # the example names no API and no area yet: curate would refuse it, so check does too
+    assert r.exit_code == 2 and "search.apis: empty" in r.output and "area" in r.output
+    data = yaml.safe_load(path.read_text())
+    data["search"].update(
+        apis=[{"url": "http://127.0.0.1:9", "collections": ["sentinel-2-l2a"]}],
+        bbox=[-93.0, 41.0, -92.0, 42.0],
+    )
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(data))
+    r = runner.invoke(main, ["config", "check", str(edited)])
+    assert r.exit_code == 0 and "valid" in r.output, r.output
     r = runner.invoke(main, ["config", "init", str(path)])
     assert r.exit_code != 0 and "exists" in r.output
 

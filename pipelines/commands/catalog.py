@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -21,10 +25,11 @@ def catalog_group() -> None:
 def serve_cmd(paths: tuple[Path, ...], port: int, host: str) -> None:
     """Serve DIR_OR_ITEM_FILES (a world directory, or item/collection files) as a STAC API.
 
-    Runs in the foreground until Ctrl-C. Point pystac-client or `terracorpus search` at the
+    Runs in the foreground until Ctrl-C, SIGTERM or SIGHUP; each stops the server process
+    and removes its temporary directory. Point pystac-client or `terracorpus search` at the
     printed URL.
     """
-    with StacServer(list(paths), port=port, host=host) as server:
+    with _stop_on_signals(), StacServer(list(paths), port=port, host=host) as server:
         docs = server.documents
         click.echo(
             f"STAC API at {server.url} serving {len(docs.items)} items in "
@@ -35,6 +40,22 @@ def serve_cmd(paths: tuple[Path, ...], port: int, host: str) -> None:
             server.wait()
         except KeyboardInterrupt:
             click.echo("stopped")
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP as Ctrl-C: Python's default for them ends the process at once,
+    skipping the cleanup that stops the server child and removes its temporary files."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 COMMANDS = [catalog_group]

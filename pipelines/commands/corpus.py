@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from terracorpus.pipelines.rundir import RunDir, config_for
+from terracorpus.pipelines.rundir import config_for, locked_run
 
 if TYPE_CHECKING:
     from terracorpus.pipelines.corpus.scenes import Labeller
@@ -109,18 +109,18 @@ def materialize_cmd(
         update={k: v for k, v in (("workers", workers), ("scheduler", scheduler)) if v is not None}
     )
     cfg = cfg.model_copy(update={"run_dir": run_dir, "dask": dask, "strict": cfg.strict or strict})
-    run = RunDir(run_dir, cfg, allow_mixed=allow_mixed)
-    with run.timed(STAGE), dask_client(cfg.dask) as client:
-        summary = run_materialize(
-            cfg,
-            run,
-            client,
-            out=out,
-            append_to=append_to,
-            storage_options=_storage_options(storage_pairs),
-            labeller=labeller,
-        )
-    run.clear_scratch(STAGE + ("-append" if append_to else ""))
+    with locked_run(run_dir, cfg, STAGE, allow_mixed=allow_mixed) as run:
+        with run.timed(STAGE), dask_client(cfg.dask) as client:
+            summary = run_materialize(
+                cfg,
+                run,
+                client,
+                out=out,
+                append_to=append_to,
+                storage_options=_storage_options(storage_pairs),
+                labeller=labeller,
+            )
+        run.clear_scratch(STAGE + ("-append" if append_to else ""))
     click.echo(summary)
 
 

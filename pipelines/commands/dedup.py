@@ -8,7 +8,7 @@ import click
 
 from terracorpus.pipelines.cluster import dask_client
 from terracorpus.pipelines.commands.run import with_overrides
-from terracorpus.pipelines.rundir import RunDir, config_for
+from terracorpus.pipelines.rundir import config_for, locked_run
 
 
 @click.command("dedup")
@@ -46,10 +46,10 @@ def dedup_cmd(
         scheduler=scheduler,
         workers=workers,
     )
-    run = RunDir(cfg.run_dir, cfg, allow_mixed=allow_mixed)
-    require_chips(run)  # before starting a cluster for nothing
-    with run.timed("dedup"), dask_client(cfg.dask) as client:
-        summary = run_dedup(cfg, run, client)
+    with locked_run(cfg.run_dir, cfg, "dedup", allow_mixed=allow_mixed) as run:
+        require_chips(run)  # before starting a cluster for nothing
+        with run.timed("dedup"), dask_client(cfg.dask) as client:
+            summary = run_dedup(cfg, run, client)
     click.echo(summary.table())
     click.echo(f"wrote {run.path('selection.parquet')}")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from terracorpus.pipelines.cluster import dask_client
-from terracorpus.pipelines.rundir import RunDir, config_for
+from terracorpus.pipelines.rundir import config_for, locked_run
 from terracorpus.pipelines.stages.describe import OUTPUT, STAGE, run_describe
 
 
@@ -45,10 +45,10 @@ def describe_cmd(
         update={k: v for k, v in {"workers": workers, "scheduler": scheduler}.items() if v}
     )
     cfg = cfg.model_copy(update={"dask": dask, "strict": cfg.strict or strict})
-    run = RunDir(run_dir, cfg)
-    with run.timed(STAGE), dask_client(cfg.dask) as client:
-        summary = run_describe(cfg, run, client)
-    run.clear_scratch(STAGE)
+    with locked_run(run_dir, cfg, STAGE) as run:
+        with run.timed(STAGE), dask_client(cfg.dask) as client:
+            summary = run_describe(cfg, run, client)
+        run.clear_scratch(STAGE)
     click.echo(f"{run.path(OUTPUT)}: {summary}")
 
 

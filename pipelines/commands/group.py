@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from terracorpus.pipelines.rundir import RunDir, config_for
+from terracorpus.pipelines.rundir import config_for, locked_run
 from terracorpus.pipelines.stages.group import OUTPUT, STAGE, run_group
 
 
@@ -31,8 +31,7 @@ def group_cmd(run_dir: Path, config_path: Path | None, strict: bool) -> None:
     cfg = config_for(run_dir, config_path, needs="scenes.parquet")
     if strict:
         cfg = cfg.model_copy(update={"strict": True})
-    run = RunDir(run_dir, cfg)
-    with run.timed(STAGE):
+    with locked_run(run_dir, cfg, STAGE) as run, run.timed(STAGE):
         summary = run_group(cfg, run)
     click.echo(f"{run.path(OUTPUT)}: {summary}")
 

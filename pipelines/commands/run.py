@@ -12,6 +12,7 @@ from terracorpus.pipelines.commands.corpus import world_labels_option
 from terracorpus.pipelines.config import RunConfig, load_config
 from terracorpus.pipelines.configdoc import example_config
 from terracorpus.pipelines.curate import STAGE_NAMES, curate
+from terracorpus.pipelines.errors import ConfigError
 
 if TYPE_CHECKING:
     from terracorpus.pipelines.corpus.scenes import Labeller
@@ -37,9 +38,24 @@ def config_init(path: Path, force: bool) -> None:
 
 @config_group.command("check")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-def config_check(path: Path) -> None:
-    """Validate a run config without running anything."""
+@click.option(
+    "--offline", is_flag=True, help="Do not connect to the Dask scheduler the config names."
+)
+def config_check(path: Path, offline: bool) -> None:
+    """Validate a run config without running anything: everything `curate` would refuse.
+
+    Checks the keys and values, the search area and time range, that every collection has a
+    sensor, the sensor files, and that the Dask scheduler (if one is named) answers.
+    """
+    from terracorpus.pipelines.preflight import preflight
+
     cfg = load_config(path)
+    problems = preflight(cfg, scheduler=not offline)
+    if problems:
+        raise ConfigError(
+            f"run config {path} would be refused ({len(problems)} problem(s)):\n"
+            + "\n".join(f"  {p}" for p in problems)
+        )
     apis = ", ".join(strip_credentials(a.url) for a in cfg.search.apis) or "none yet"
     click.echo(
         f"{path}: valid (config hash {cfg.config_hash()[:12]}; APIs: {apis}; run dir {cfg.run_dir})"

@@ -8,7 +8,7 @@ import click
 
 from terracorpus.catalogs.search import SAME_ACQUISITION
 from terracorpus.pipelines.config import load_config
-from terracorpus.pipelines.rundir import RunDir
+from terracorpus.pipelines.rundir import locked_run
 from terracorpus.pipelines.stages.search import OUTPUT, run_search
 
 
@@ -31,8 +31,7 @@ def search_cmd(config_path: Path, run_dir: str | None, strict: bool) -> None:
     if strict:
         update["strict"] = True
     cfg = cfg.model_copy(update=update)
-    run = RunDir(cfg.run_dir, cfg)
-    with run.timed("search"):
+    with locked_run(cfg.run_dir, cfg, "search") as run, run.timed("search"):
         summary = run_search(cfg, run)
     click.echo(f"{run.path(OUTPUT)}: {summary}")
     failures = run.failures("search")
