@@ -41,6 +41,7 @@ from terracorpus.catalogs.frames import scenes_from_frame
 from terracorpus.catalogs.redact import redact_text
 from terracorpus.catalogs.scene import SceneRecord
 from terracorpus.catalogs.sensors import Sensor, SensorRegistry, load_registry
+from terracorpus.curation.anchors import AnchorReplacement, replace_lost_anchors
 from terracorpus.curation.descriptors import (
     DESCRIPTOR_VERSION,
     ChipMeta,
@@ -361,22 +362,48 @@ def run_describe(config: RunConfig, run: RunDir, client: Client) -> str:
     failures = [f for r in results for f in r.failures]
     table = pa.concat_tables([pq.read_table(b.path, schema=SCHEMA) for b in batches])
     run.clear_failures(STAGE)
-    run.record_failures(failures)
     if table.num_rows == 0:
+        run.record_failures(failures)
         raise StageError(
             f"describe could not read any of the {sum(len(b.chips) for b in batches)} chips; "
             f"the reasons are in {run.path('failures.parquet')}{_commonest(failures)}"
         )
-    table = table.sort_by("chip_id").replace_schema_metadata(None)
+    chips, replaced = replace_lost_anchors(
+        table.sort_by("chip_id").replace_schema_metadata(None).to_pandas(), groups
+    )
+    run.record_failures([*failures, *_replacement_rows(replaced, failures)])
     run.write_table(
         OUTPUT,
-        table.to_pandas(),
+        chips,
         stage=STAGE,
         descriptor_names=list(descriptor_names()),
         descriptor_parts={k: list(v) for k, v in descriptor_parts().items()},
         descriptor_version=DESCRIPTOR_VERSION,
     )
-    return f"{table.num_rows} chips described, {len(failures)} failed, in {len(batches)} batches"
+    fallback = f"; {len(replaced)} groups re-anchored (anchor_replaced)" if replaced else ""
+    return (
+        f"{table.num_rows} chips described, {len(failures)} failed, in {len(batches)} batches"
+        + fallback
+    )
+
+
+def _replacement_rows(
+    replaced: Sequence[AnchorReplacement], failures: Sequence[Failure]
+) -> list[Failure]:
+    """One failure row per re-anchored group, naming the lost anchor, why, and its heir."""
+    why = {f.key: f.reason for f in failures}
+    return [
+        Failure(
+            STAGE,
+            "group",
+            r.group_id,
+            "anchor_replaced",
+            f"anchor scene {r.lost_scene_id} could not be described "
+            f"({why.get(f'{r.group_id}/{r.lost_scene_id}', 'no chip')}); scene "
+            f"{r.new_scene_id} ({r.new_sensor}) anchors the group instead",
+        )
+        for r in replaced
+    ]
 
 
 def descriptor_layout(path: str | Path) -> tuple[list[str], dict[str, tuple[int, int]]]:

@@ -148,7 +148,9 @@ def kept_groups(
     """Groups whose anchor chip is kept; members whose own chip was dropped are left out.
 
     The anchor row is the one with ``role == "anchor"`` (or, without a role column, the chip
-    ``<group_id>/<anchor scene>``); its cluster is the group's. Member chips are named
+    ``<group_id>/<anchor scene>``); its cluster is the group's, and its scene leads the
+    group. When describe re-anchored the group (its anchor scene was unreadable,
+    :mod:`terracorpus.curation.anchors`), the lost anchor is left out. Member chips are named
     ``<group_id>/<scene_id>``; members the selection does not list stay in.
     """
     missing = {"chip_id", "group_id", "kept", "cluster_id"} - set(selection.columns)
@@ -163,24 +165,33 @@ def kept_groups(
             row = anchors.get(chip_id(g.group_id, g.anchor_scene_id))
         if g.group_id in skip or row is None or not row[0]:
             continue
+        lead = _scene_of(g, row[2])
         others = [
             m.scene_id
             for m in g.members
-            if m.scene_id != g.anchor_scene_id and kept.get(chip_id(g.group_id, m.scene_id), True)
+            if m.scene_id not in (lead, g.anchor_scene_id)
+            and kept.get(chip_id(g.group_id, m.scene_id), True)
         ]
         c = row[1]
-        out.append(KeptGroup(g, [g.anchor_scene_id, *others], -1 if pd.isna(c) else int(c)))
+        out.append(KeptGroup(g, [lead, *others], -1 if pd.isna(c) else int(c)))
     return out
 
 
-def _anchor_rows(selection: pd.DataFrame) -> dict[str, tuple[bool, Any]]:
-    """(kept, cluster_id) of each group's anchor chip, by group id (or by chip id)."""
+def _scene_of(group: ImageGroup, anchor_chip: str) -> str:
+    """The scene of a group's anchor chip (``<group_id>/<scene_id>``)."""
+    prefix = f"{group.group_id}/"
+    return anchor_chip[len(prefix) :] if anchor_chip.startswith(prefix) else group.anchor_scene_id
+
+
+def _anchor_rows(selection: pd.DataFrame) -> dict[str, tuple[bool, Any, str]]:
+    """(kept, cluster_id, chip_id) of each group's anchor chip, by group id (or by chip id)."""
     if "role" in selection.columns:
         a = selection[selection["role"].astype(str) == "anchor"]
         keys = a["group_id"].astype(str)
     else:
         a, keys = selection, selection["chip_id"].astype(str)
-    return dict(zip(keys, zip(a["kept"].astype(bool), a["cluster_id"], strict=True), strict=True))
+    rows = zip(a["kept"].astype(bool), a["cluster_id"], a["chip_id"].astype(str), strict=True)
+    return dict(zip(keys, rows, strict=True))
 
 
 def sensor_layouts(
