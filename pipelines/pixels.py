@@ -43,6 +43,7 @@ from terracorpus.catalogs.access import ReadAccess
 from terracorpus.catalogs.redact import redact_text
 from terracorpus.catalogs.scene import AssetRef, SceneRecord
 from terracorpus.catalogs.sensors import Sensor
+from terracorpus.curation.physical import impossible_reflectance
 from terracorpus.pipelines.access import SceneAccess, is_denied
 from terracorpus.pipelines.cluster import worker_env
 from terracorpus.pipelines.errors import AccessError
@@ -102,7 +103,9 @@ class ChipFailure:
     scene's grid), ``crs_mismatch`` (a file's CRS is not the item's), ``read_error`` (a read failed: truncated file, HTTP error mid-way),
     ``href_refused`` (the href policy refuses an asset href: not on the API's hosts, a local
     file outside the configured roots, a GDAL ``/vsi`` path), ``access_denied`` (the server
-    refused the read, HTTP 403, and signing did not cure it). The detail never holds a
+    refused the read, HTTP 403, and signing did not cure it), ``impossible_values`` (it
+    decodes, but its reflectance is physically impossible: a corrupt file or wrong metadata,
+    :mod:`terracorpus.curation.physical`). The detail never holds a
     credential (:func:`terracorpus.catalogs.redact.redact_text`).
     """
 
@@ -219,7 +222,32 @@ def read_scene_chips(
     except AccessError as e:
         detail = f"scene {scene.id}: {e}"
         return [ChipFailure(r.chip_id, "access_denied", detail) for r in requests]
-    return [_explained(r, gate, hrefs, denied) for r in out]
+    return [_explained(_possible(r, sensor, names), gate, hrefs, denied) for r in out]
+
+
+def _possible(
+    result: ChipPixels | ChipFailure, sensor: Sensor, names: Sequence[str]
+) -> ChipPixels | ChipFailure:
+    """A chip whose reflectance cannot be real (a corrupt but decodable raster) fails as
+    ``impossible_values`` (:func:`terracorpus.curation.physical.impossible_reflectance`)."""
+    if not isinstance(result, ChipPixels):
+        return result
+    bands = [sensor.band(n) for n in names]
+    px = result.pixels
+    saturated = (
+        (px == np.iinfo(str(px.dtype)).max).any(axis=0)
+        if np.issubdtype(px.dtype, np.integer)
+        else np.zeros(px.shape[1:], dtype=bool)
+    )
+    why = impossible_reflectance(
+        px,
+        [b.scale for b in bands],
+        [b.offset for b in bands],
+        [b.center_wavelength for b in bands],
+        ~result.nodata & ~saturated,
+        names,
+    )
+    return result if why is None else ChipFailure(result.chip_id, "impossible_values", why)
 
 
 def _asset_hrefs(scene: SceneRecord, sensor: Sensor, names: Sequence[str]) -> list[str]:
