@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from terracorpus.training.corpus import CorpusReader, RawImage
 from terracorpus.training.errors import CorpusFormatError
 from terracorpus.training.masking import group_masks, token_boxes
+from terracorpus.training.workers import exit_with
 
 NAT = np.iinfo(np.int64).min
 
@@ -390,7 +392,8 @@ def make_loader(
     """A DataLoader over :class:`GroupStream` whose workers each open the store themselves.
 
     Workers start with ``forkserver`` (``spawn`` off Linux): Zarr's async machinery does not
-    survive ``fork``. The loader never touches the global torch RNG, so resuming is exact.
+    survive ``fork``; they exit as soon as this process dies (:mod:`.workers`), even by
+    kill -9. The loader never touches the global torch RNG, so resuming is exact.
     """
     stream = GroupStream(
         reader, cfg, rank=rank, world_size=world_size, epochs=epochs,
@@ -403,6 +406,7 @@ def make_loader(
             "multiprocessing_context": multiprocessing.get_context(method),
             "persistent_workers": True,
             "prefetch_factor": 4,
+            "worker_init_fn": exit_with(os.getpid()),  # none outlives a killed trainer
         }
     return DataLoader(
         stream,

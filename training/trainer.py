@@ -101,8 +101,11 @@ def train(
     try:
         reader = open_corpus(corpus)
         ckpt = load_for_resume(out / "checkpoints" / "last.pt", cfg) if resume else None
+        if resume:
+            _check_same_corpus(out, reader)
         if env.rank == 0:
             _prepare_out_dir(out, resume=resume, overwrite=overwrite, cfg=cfg)
+            _record_corpus(out, reader)
         _barrier(env)
         return _run(reader, cfg, out, env, ckpt, progress, until or cfg.steps)
     finally:
@@ -377,6 +380,45 @@ def _prepare_out_dir(out: Path, *, resume: bool, overwrite: bool, cfg: TrainConf
         (out / "metrics.jsonl").unlink(missing_ok=True)
     ckpts.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=True))
+
+
+CORPUS_FILE = "corpus.json"
+
+
+def _corpus_identity(reader: CorpusReader) -> dict[str, Any]:
+    """What makes a corpus this corpus, wherever it is copied to: how it was made and what it
+    holds (the root attributes' config hash, creation time and counts)."""
+    a = reader.attrs
+    return {
+        "config_hash": a.get("config_hash"),
+        "created": a.get("created"),
+        "counts": a.get("counts"),
+    }
+
+
+def _record_corpus(out: Path, reader: CorpusReader) -> None:
+    (out / CORPUS_FILE).write_text(
+        json.dumps({"path": reader.path, **_corpus_identity(reader)}, indent=2, sort_keys=True)
+    )
+
+
+def _check_same_corpus(out: Path, reader: CorpusReader) -> None:
+    """Refuse to resume a run on another corpus than the one it was trained on."""
+    path = out / CORPUS_FILE
+    if not path.exists():
+        log.warning(
+            "%s records no corpus (an older run): resuming on %s unchecked", out, reader.path
+        )
+        return
+    recorded = json.loads(path.read_text())
+    if {k: recorded.get(k) for k in _corpus_identity(reader)} != _corpus_identity(reader):
+        raise RunDirError(
+            f"the run in {out} was trained on the corpus at {recorded.get('path')} (created "
+            f"{recorded.get('created')}, {recorded.get('counts')}); {reader.path} is another "
+            "corpus (created "
+            f"{reader.attrs.get('created')}, {reader.attrs.get('counts')}). Resume with the "
+            "run's own corpus, or start a new run (another --out, or --overwrite)"
+        )
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
