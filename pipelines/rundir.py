@@ -220,7 +220,7 @@ def run_lock(root: str | Path, command: str, *, wait_s: float = 0.0) -> Iterator
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        raise RunDirError(f"cannot lock run directory {root}: {e.strerror}") from None
+        raise RunDirError(f"run directory {root} is not writable: {e.strerror}") from None
     try:
         _acquire(fd, path, wait_s)
         holder = {
