@@ -207,3 +207,45 @@ def test_world_labeller_uses_the_year(world: WorldSummary) -> None:
     assert label(core, crs, 2021) != 1  # fields before the dam closed
     assert label(core, crs, None) == label(core, crs, 2021)
     assert label(core, crs, 2030) == label(core, crs, 2023)  # nearest year the world has
+
+
+def test_chip_classes_count_every_chip_of_every_region(world: WorldSummary) -> None:
+    from terracorpus.catalogs.world.stats import chip_classes
+
+    doc = read_world(world.out)
+    cc = chip_classes(world.out, 480.0)
+    expected = sum(int((r["bounds"][2] - r["bounds"][0]) // 480.0) ** 2 for r in doc["regions"])
+    assert cc.total == expected and set(cc.by_region) == set(world.regions)
+    assert abs(sum(cc.shares().values()) - 1.0) < 1e-9
+    later = chip_classes(world.out, 480.0, 2023)
+    assert later.total == cc.total and later.counts != cc.counts  # the ground changed
+    with pytest.raises(WorldError, match="not a multiple"):
+        chip_classes(world.out, 25.0)
+
+
+def test_redundant_preset_is_mostly_repetitive_ground_and_clouds() -> None:
+    """The plan of the ``redundant`` preset (its build is a benchmark, not a test): the
+    Arctic coast is most of the ground and most optical scenes are overcast."""
+    preset = PRESETS["redundant"]
+    regions, scenes = plan_world(preset, 0)
+    area = {r.name: r.size_m**2 for r in regions}
+    assert area["north-slope"] / sum(area.values()) > 0.8
+    optical = [s for s in scenes if s.collection in ("sentinel-2-l2a", "landsat-c2-l2")]
+    overcast = [s for s in optical if s.cloud_target >= 0.5]
+    assert len(overcast) / len(optical) > 0.35
+    tiny = [s for s in plan_world(PRESETS["tiny"], 0)[1] if s.collection in ("sentinel-2-l2a",)]
+    assert sum(s.cloud_target >= 0.5 for s in tiny) / len(tiny) < len(overcast) / len(optical)
+    assert preset.years == YEARS
+
+
+def test_cli_classes_prints_the_proportions(world: WorldSummary) -> None:
+    from click.testing import CliRunner
+
+    from terracorpus.pipelines.cli import main
+
+    result = CliRunner().invoke(main, ["world", "classes", str(world.out), "--year", "2023"])
+    assert result.exit_code == 0, result.output
+    assert "chips of 480 m, truth of 2023" in result.output and "north-slope:" in result.output
+    bad = CliRunner().invoke(main, ["world", "classes", str(world.out), "--year", "1999"])
+    assert bad.exit_code != 0 and "no truth for 1999" in bad.output
+    assert "Traceback" not in bad.output

@@ -69,8 +69,8 @@ PRESETS: dict[str, Preset] = {
             ("moselle-utm31-32", 7200.0),
             ("hubei-lakes", 4800.0),
         ),
-        n_s2=17,
-        n_landsat=9,
+        n_s2=15,
+        n_landsat=8,
         n_gaofen=5,
         n_s1=9,
         naip_quads=2,
@@ -92,6 +92,28 @@ PRESETS: dict[str, Preset] = {
         n_s1=24,
         naip_quads=2,
         naip_years=(2020, 2022),
+    ),
+    # Realistic redundancy: most of the ground is the Arctic coast (sea, sea ice and snow
+    # for most of the year, tundra, an ice field) and most days are overcast, as in real
+    # catalogs; fields, forest and towns are a small minority. See docs/demo-world.md for
+    # the class proportions of its candidate groups.
+    "redundant": Preset(
+        name="redundant",
+        start=date(2021, 1, 1),
+        end=date(2023, 12, 31),
+        sizes_m=(
+            ("iowa-prairie", 2400.0),
+            ("north-slope", 12000.0),
+            ("moselle-utm31-32", 3600.0),
+            ("hubei-lakes", 2400.0),
+        ),
+        n_s2=9,
+        n_landsat=6,
+        n_gaofen=2,
+        n_s1=6,
+        naip_quads=1,
+        naip_years=(2021,),
+        clouds=(0.15, 0.45),
     ),
 }
 

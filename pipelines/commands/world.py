@@ -1,4 +1,4 @@
-"""``terracorpus world create``: build the synthetic demo world."""
+"""``terracorpus world create|classes``: build the synthetic demo world, say what it holds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from terracorpus.catalogs.world import PRESETS, create_world
+from terracorpus.catalogs.world import PRESETS, create_world, read_world
+from terracorpus.catalogs.world.stats import chip_classes
 
 
 @click.group("world")
@@ -28,7 +29,8 @@ def world() -> None:
     type=click.Choice(sorted(PRESETS)),
     default="small",
     show_default=True,
-    help="World size: tiny (tests), small (demo), bench (benchmarks).",
+    help="World size: tiny (tests), small (demo), bench (benchmarks), redundant "
+    "(mostly repetitive ground and clouds, for curation experiments).",
 )
 @click.option(
     "--seed",
@@ -52,8 +54,27 @@ def create(out: Path, preset: str, seed: int, sentinel1: bool) -> None:
     click.echo(f"  items: {s.total_items} ({items})")
     click.echo(f"  regions: {', '.join(s.regions)}")
     click.echo(f"  bbox: {', '.join(f'{v:.4f}' for v in s.bbox)}; time {s.start} .. {s.end}")
+    events = read_world(s.out).get("events", [])
+    click.echo(f"  years: {s.start.year}..{s.end.year}; {len(events)} land-cover change events")
     click.echo(f"  {s.bytes_written / 1e6:.1f} MB written; {time.perf_counter() - t:.1f} s")
     click.echo(f"  serve it: terracorpus catalog serve {s.out}")
+
+
+@world.command("classes")
+@click.argument("world_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--chip-size", type=float, default=480.0, show_default=True, help="Chip side, m.")
+@click.option("--year", type=int, default=None, help="Truth of this year (default: the first).")
+def classes(world_dir: Path, chip_size: float, year: int | None) -> None:
+    """Class proportions of a world's chips: the majority land-cover class of every
+    CHIP-SIZE square of every region (the mix a random sample of candidate groups draws
+    from)."""
+    cc = chip_classes(world_dir, chip_size, year)
+    click.echo(f"{cc.total} chips of {chip_size:g} m, truth of {year or 'the first year'}")
+    for name, share in cc.shares().items():
+        click.echo(f"  {name:<10} {cc.counts[name]:>6}  {100 * share:5.1f} %")
+    for region, counts in cc.by_region.items():
+        mix = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+        click.echo(f"  {region}: {mix}")
 
 
 COMMANDS = [world]
