@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from terracorpus.catalogs.redact import redact_text
 from terracorpus.pipelines.corpus.info import picture_grid
 from terracorpus.pipelines.errors import StageError
+from terracorpus.pipelines.experiment.report import experiment_sections
 from terracorpus.pipelines.report_training import training_sections
 from terracorpus.pipelines.rundir import FAILURES, TIMINGS, read_parquet
 
@@ -228,6 +229,7 @@ def build_sections(run_dir: Path, train_dir: Path | None = None) -> list[Section
         if body is not None:
             sections.append(Section(title, body))
     sections += [Section(t, body) for t, body in training_sections(train_dir, _png)]
+    sections += [Section(t, body) for t, body in experiment_sections(run_dir, _png)]
     if failures is not None and len(failures):
         by = failures.groupby(["stage", "reason"]).size().rename("count").reset_index()
         sections.append(

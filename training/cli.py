@@ -96,12 +96,19 @@ def train(
     "--compare-random", is_flag=True, help="Also probe the same model with random weights."
 )
 @click.option(
+    "--shots",
+    type=click.IntRange(1),
+    default=None,
+    help="Also score probes trained on this many labelled groups per class (few_* scores).",
+)
+@click.option(
     "--json", "json_out", type=click.Path(dir_okay=False), help="Write the scores as JSON."
 )
 @_user_errors
 def probe(
     encoder: str, corpus: str, labels: str | None, max_image_px: int, batch_size: int,
-    workers: int, folds: int | None, compare_random: bool, json_out: str | None,
+    workers: int, folds: int | None, compare_random: bool, shots: int | None,
+    json_out: str | None,
 ) -> None:  # fmt: skip
     """Linear-probe and kNN scores of a frozen encoder on the anchors' land-cover labels."""
     import torch
@@ -109,7 +116,12 @@ def probe(
     from terracorpus.training.corpus import open_corpus
     from terracorpus.training.export import load_encoder
     from terracorpus.training.model import A2MAE
-    from terracorpus.training.probe import probe as run_probe
+    from terracorpus.training.probe import (
+        anchor_labels,
+        extract_features,
+        few_label_scores,
+        fit_probes,
+    )
 
     reader = open_corpus(corpus)
     model = load_encoder(encoder)
@@ -117,11 +129,19 @@ def probe(
     if compare_random:
         torch.manual_seed(0)
         models["random"] = A2MAE(model.args)
-    scores = {}
+    scores: dict[str, dict[str, Any]] = {}
+    y = anchor_labels(reader, labels)
     for name, m in models.items():
-        result = run_probe(m, reader, labels_path=labels, max_image_px=max_image_px,
-                           batch_size=batch_size, num_workers=workers, folds=folds)  # fmt: skip
+        feats = extract_features(m, reader, max_image_px=max_image_px, batch_size=batch_size,
+                                 num_workers=workers)  # fmt: skip
+        result = fit_probes(feats, y, reader.groups.split, folds=folds)
         scores[name] = result.as_dict()
+        if shots is not None:
+            few = few_label_scores(feats, y, shots=shots)
+            scores[name] |= {
+                f"few_{k}": v for k, v in few.as_dict().items() if k.endswith(("accuracy", "f1"))
+            }
+            click.echo(f"{name}: {shots}-shot linear macro-F1 {few.linear_macro_f1:.3f}")
         click.echo(
             f"{name}: linear acc {result.linear_accuracy:.3f} macro-F1 {result.linear_macro_f1:.3f} | "
             f"kNN acc {result.knn_accuracy:.3f} macro-F1 {result.knn_macro_f1:.3f} "

@@ -35,6 +35,15 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(default=1.0, ge=0, description="max gradient norm; 0 disables")
     mask_ratio: float = Field(default=0.75, ge=0, lt=1, description="share of tokens hidden")
     mask_policy: Literal["complementary", "consistent", "independent"] = "complementary"
+    anchor_only: bool = Field(
+        default=False, description="train on each group's anchor image alone (plain MAE ablation)"
+    )
+    geo_encoding: bool = Field(
+        default=True, description="add the lon/lat encoding to the tokens (off: ablation)"
+    )
+    time_encoding: bool = Field(
+        default=True, description="add the day-of-year/year encoding to the tokens (off: ablation)"
+    )
     metadata_dropout: float = Field(
         default=0.1, ge=0, le=1, description="share of lon/lat and time dropped"
     )

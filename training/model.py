@@ -51,6 +51,8 @@ class ModelArgs:
     input_std: float = 0.15  # absolute brightness and spectral shape stay visible to the model
     min_valid: float = 0.5  # masked patches with fewer valid pixels are left out of the loss
     stats_loss_weight: float = 1.0  # weight of the patch-statistics term (0: shape only)
+    geo_encoding: bool = True  # lon/lat encoding added to the tokens (False: ablation)
+    time_encoding: bool = True  # day-of-year/year encoding added to the tokens (False: ablation)
 
 
 MODEL_SIZES: dict[str, ModelArgs] = {
@@ -201,7 +203,9 @@ class A2MAE(nn.Module):
             self.time_proj, time_features(batch.image_time), self.missing_time, dropout
         )
         anchor = batch.image_anchor[:, None].float() * self.anchor_embed  # (M, D)
-        meta: Tensor = pos + scale + (geo + time + anchor)[batch.token_image]
+        # an ablated encoding contributes nothing (not the learned missing token)
+        per_image = anchor + geo * a.geo_encoding + time * a.time_encoding
+        meta: Tensor = pos + scale + per_image[batch.token_image]
         return meta
 
     def _or_missing(

@@ -327,9 +327,14 @@ def _mean_over_ranks(value: float, env: _Dist) -> float:
 
 
 def _model_args(cfg: TrainConfig, ckpt: dict[str, Any] | None) -> ModelArgs:
-    overrides = {} if cfg.patch_px is None else {"patch_px": cfg.patch_px}
+    overrides: dict[str, Any] = {} if cfg.patch_px is None else {"patch_px": cfg.patch_px}
+    if not cfg.geo_encoding:
+        overrides["geo_encoding"] = False
+    if not cfg.time_encoding:
+        overrides["time_encoding"] = False
     args = model_args(cfg.model, **overrides)
-    if ckpt is not None and ckpt["model_args"] != asdict(args):
+    # a checkpoint made before a model argument existed holds that argument's default
+    if ckpt is not None and {**asdict(ModelArgs()), **ckpt["model_args"]} != asdict(args):
         raise CheckpointError(
             f"the checkpoint holds a {ckpt['model_name']!r} model ({ckpt['model_args']}), but the "
             f"config asks for {cfg.model!r} ({asdict(args)}); resume with the checkpoint's model"
@@ -346,6 +351,7 @@ def _data_config(cfg: TrainConfig, args: ModelArgs) -> DataConfig:
         split=cfg.split,
         shuffle=True,
         shuffle_buffer=cfg.shuffle_buffer,
+        anchor_only=cfg.anchor_only,
         seed=cfg.seed,
     )
 

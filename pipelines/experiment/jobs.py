@@ -1,0 +1,137 @@
+"""One pre-training and scoring job of an experiment, run as ``terracorpus`` sub-processes.
+
+A job pre-trains the model on one corpus with one seed (``terracorpus train``) and scores the
+encoder (``terracorpus probe`` on the labelled pool corpus, K-fold over groups, all labels and
+few labels). ``pipelines`` does not import ``training`` (DESIGN.md), and separate processes
+keep the arms apart: a crash or a kill loses one job, not the experiment.
+
+Resumable: a finished job holds ``scores.json`` and is skipped; a job killed while training
+continues from its last checkpoint (``train --resume``), one killed while scoring is rescored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from terracorpus.pipelines.errors import StageError
+
+SCORES = "scores.json"
+LOG = "job.log"
+
+
+@dataclass(frozen=True)
+class Job:
+    """Pre-train on ``corpus`` with ``train`` settings (seed included), score on ``probe_corpus``."""
+
+    arm: str
+    seed: int
+    corpus: Path
+    probe_corpus: Path
+    out: Path
+    train: dict[str, Any] = field(default_factory=dict)
+    folds: int = 5
+    shots: int = 10
+
+    @property
+    def done(self) -> bool:
+        return (self.out / SCORES).exists()
+
+
+def _terracorpus(args: list[str], log: Path) -> None:
+    cmd = [sys.executable, "-m", "terracorpus.pipelines.cli", *args]
+    with log.open("a") as f:
+        f.write("$ terracorpus " + " ".join(args) + "\n")
+        f.flush()
+        code = subprocess.run(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy()
+        ).returncode
+    if code != 0:
+        tail = log.read_text().splitlines()[-5:]
+        raise StageError(
+            f"`terracorpus {args[0]}` failed (exit {code}); log {log}:\n  " + "\n  ".join(tail)
+        )
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train (or resume) and score one job; returns its scores (also in ``out/scores.json``)."""
+    if job.done:
+        return dict(json.loads((job.out / SCORES).read_text()))
+    job.out.mkdir(parents=True, exist_ok=True)
+    log = job.out / LOG
+    config = job.out / "train.yaml"
+    config.write_text(yaml.safe_dump({**job.train, "seed": job.seed}, sort_keys=True))
+    train_dir = job.out / "train"
+    t = time.perf_counter()
+    if not (train_dir / "encoder").exists():
+        resume = (train_dir / "checkpoints" / "last.pt").exists()
+        _terracorpus(
+            ["train", "--corpus", str(job.corpus), "--config", str(config), "--out",
+             str(train_dir), "--no-progress", "--resume" if resume else "--overwrite"],
+            log,
+        )  # fmt: skip
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    probe_json = job.out / "probe.json"
+    _terracorpus(
+        ["probe", "--encoder", str(train_dir / "encoder"), "--corpus", str(job.probe_corpus),
+         "--folds", str(job.folds), "--shots", str(job.shots), "--json", str(probe_json),
+         "--max-image-px", str(job.train.get("max_image_px", 128))],
+        log,
+    )  # fmt: skip
+    scores = json.loads(probe_json.read_text())["encoder"]
+    out = {
+        "arm": job.arm,
+        "seed": job.seed,
+        "corpus": str(job.corpus),
+        "train_seconds": round(train_s, 1),
+        "probe_seconds": round(time.perf_counter() - t, 1),
+        "final_loss": _final_loss(train_dir),
+        **{k: v for k, v in scores.items() if isinstance(v, float)},
+    }
+    tmp = job.out / (SCORES + ".tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    tmp.replace(job.out / SCORES)
+    return out
+
+
+def _final_loss(train_dir: Path) -> float | None:
+    """Mean loss of the last few logged steps of the run's metrics.jsonl."""
+    path = train_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    losses = [float(r["loss"]) for r in rows if "loss" in r][-3:]
+    return sum(losses) / len(losses) if losses else None
+
+
+def run_jobs(
+    jobs: list[Job], parallel: int = 1, echo: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """Every job (finished ones skipped), ``parallel`` at a time; scores in job order."""
+    todo = [j for j in jobs if not j.done]
+    echo(
+        f"[experiment] {len(jobs) - len(todo)} of {len(jobs)} jobs already done; running {len(todo)}"
+    )
+    if parallel <= 1:
+        for i, job in enumerate(todo):
+            t = time.perf_counter()
+            run_job(job)
+            echo(f"[experiment] job {i + 1}/{len(todo)} {job.arm} seed {job.seed}: "
+                 f"{time.perf_counter() - t:.0f} s")  # fmt: skip
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(parallel) as pool:  # each job is its own sub-processes
+            for job, _ in zip(todo, pool.map(run_job, todo), strict=True):
+                echo(f"[experiment] done: {job.arm} seed {job.seed}")
+    return [run_job(j) for j in jobs]
