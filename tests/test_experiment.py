@@ -202,3 +202,25 @@ def test_unknown_arm_is_one_clear_error(tmp_path: Path) -> None:
     assert (
         res.exit_code == 2 and "best: choose from ap, random, kmeans, farthest, all" in res.output
     )
+
+
+def test_a_second_experiment_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    import fcntl
+
+    for name in ("scenes.parquet", "groups.parquet", "chips.parquet"):
+        (tmp_path / name).write_text("")  # looks like a run; the lock is checked first
+    (tmp_path / "run-config.json").write_text('{"config": {}}')
+    out = tmp_path / "exp"
+    out.mkdir()
+    with (out / ".lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        res = CliRunner().invoke(
+            main,
+            ["experiment", "corpora", "--run", str(tmp_path), "--size", "3", "--out", str(out)],
+        )
+    assert res.exit_code == 2 and "another `terracorpus experiment` is running" in res.output
+
+
+def test_a_run_directory_without_tables_is_one_clear_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["experiment", "corpora", "--run", str(tmp_path), "--size", "3"])
+    assert res.exit_code == 2 and "is not a curated run directory" in res.output

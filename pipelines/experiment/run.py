@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,32 @@ from terracorpus.pipelines.experiment.corpora import (
     build_pool,
     build_subset_arm,
     pool_view,
+    source_config,
 )
 from terracorpus.pipelines.experiment.jobs import Job, run_jobs
 from terracorpus.pipelines.experiment.summary import summarize, write_results
 from terracorpus.pipelines.rundir import read_parquet
 
 SETTINGS = "experiment.json"
+LOCK = ".lock"
+
+
+@contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock file for the whole experiment: a second command on the same
+    directory would train the same jobs twice and race on their files."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / LOCK).open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StageError(
+                f"another `terracorpus experiment` is running in {out}; wait for it, or give another --out"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -133,30 +155,34 @@ def run_corpora_experiment(
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         raise StageError(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
+    source_config(run)  # a curated run, or one clear error before anything is written
     settings = {"kind": "corpora", "run": str(run.resolve()), "size": size, "arms": list(arms),
                 "seeds": seeds, "train": train.config(), "folds": train.folds,
                 "shots": train.shots}  # fmt: skip
-    _check_settings(out, settings)
-    labeller = _labeller(run, world)
-    echo(f"[experiment] pool: every usable group of {run} -> {out / 'pool'}")
-    pool = build_pool(run, out / "pool", labeller)
-    view = pool_view(pool, run)
-    if size > len(view.group_ids):
-        raise StageError(
-            f"--size {size} exceeds the pool's {len(view.group_ids)} usable groups; choose a smaller size"
+    with _exclusive(out):
+        _check_settings(out, settings)
+        labeller = _labeller(run, world)
+        echo(f"[experiment] pool: every usable group of {run} -> {out / 'pool'}")
+        pool = build_pool(run, out / "pool", labeller)
+        view = pool_view(pool, run)
+        if size > len(view.group_ids):
+            raise StageError(
+                f"--size {size} exceeds the pool's {len(view.group_ids)} usable groups; choose a smaller size"
+            )
+        classes = _classes(run, view, labeller)
+        corpora, quality = _arm_corpora(run, out, pool, view, classes, size, arms, seeds, echo)
+        jobs = [
+            Job(arm, s, corpora[(arm, s)], pool, out / "jobs" / arm / f"seed-{s}",
+                train.config(), train.folds, train.shots)
+            for arm in arms for s in range(seeds)
+        ]  # fmt: skip
+        scores = run_jobs(jobs, parallel, echo)
+        results = summarize(
+            scores, quality, settings, reference="random" if "random" in arms else None
         )
-    classes = _classes(run, view, labeller)
-    corpora, quality = _arm_corpora(run, out, pool, view, classes, size, arms, seeds, echo)
-    jobs = [
-        Job(arm, s, corpora[(arm, s)], pool, out / "jobs" / arm / f"seed-{s}",
-            train.config(), train.folds, train.shots)
-        for arm in arms for s in range(seeds)
-    ]  # fmt: skip
-    scores = run_jobs(jobs, parallel, echo)
-    results = summarize(scores, quality, settings, reference="random" if "random" in arms else None)
-    json_path, md_path = write_results(out, results)
-    echo(f"[experiment] results: {json_path}, {md_path}")
-    return results
+        json_path, md_path = write_results(out, results)
+        echo(f"[experiment] results: {json_path}, {md_path}")
+        return results
 
 
 def _arm_corpora(
@@ -203,20 +229,22 @@ def run_models_experiment(
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise StageError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    source_config(run)
     settings = {"kind": "models", "run": str(run.resolve()), "variants": list(variants),
                 "seeds": seeds, "train": train.config(), "folds": train.folds,
                 "shots": train.shots}  # fmt: skip
-    _check_settings(out, settings)
-    echo(f"[experiment] pool: every usable group of {run} -> {out / 'pool'}")
-    pool = build_pool(run, out / "pool", _labeller(run, world))
-    jobs = [
-        Job(v, s, pool, pool, out / "jobs" / v / f"seed-{s}", train.config(**VARIANTS[v]),
-            train.folds, train.shots)
-        for v in variants for s in range(seeds)
-    ]  # fmt: skip
-    scores = run_jobs(jobs, parallel, echo)
-    reference = "complementary" if "complementary" in variants else None
-    results = summarize(scores, {}, settings, reference=reference)
-    json_path, md_path = write_results(out, results)
-    echo(f"[experiment] results: {json_path}, {md_path}")
-    return results
+    with _exclusive(out):
+        _check_settings(out, settings)
+        echo(f"[experiment] pool: every usable group of {run} -> {out / 'pool'}")
+        pool = build_pool(run, out / "pool", _labeller(run, world))
+        jobs = [
+            Job(v, s, pool, pool, out / "jobs" / v / f"seed-{s}", train.config(**VARIANTS[v]),
+                train.folds, train.shots)
+            for v in variants for s in range(seeds)
+        ]  # fmt: skip
+        scores = run_jobs(jobs, parallel, echo)
+        reference = "complementary" if "complementary" in variants else None
+        results = summarize(scores, {}, settings, reference=reference)
+        json_path, md_path = write_results(out, results)
+        echo(f"[experiment] results: {json_path}, {md_path}")
+        return results
