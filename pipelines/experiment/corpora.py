@@ -114,14 +114,14 @@ def pool_view(pool: Path, source: Path) -> PoolView:
     selection = read_parquet(pool / SELECTION)
     kept = set(selection.loc[selection["kept"], "group_id"].astype(str))
     anchor = (chips["role"].astype(str) == "anchor").to_numpy()
-    rows = [i for i in np.flatnonzero(anchor) if str(chips["group_id"].iat[i]) in kept]
-    rows = sorted(rows, key=lambda i: str(chips["group_id"].iat[i]))
+    gid = chips["group_id"].astype(str).tolist()
+    rows = sorted((int(i) for i in np.flatnonzero(anchor) if gid[i] in kept), key=gid.__getitem__)
     info = None
     if "information" in chips:
         info = pd.to_numeric(chips["information"], errors="coerce").to_numpy(np.float64)[rows]
     original = parse_config(source_config(source), source=str(source)).dedup
     return PoolView(
-        group_ids=[str(chips["group_id"].iat[i]) for i in rows],
+        group_ids=[gid[i] for i in rows],
         X=X[rows],
         information=info,
         duplicate_radius=original.duplicate_radius,
