@@ -9,12 +9,17 @@ JSON strings so the table stays flat and readable by any Parquet tool:
 - ``bbox``: ``[west, south, east, north]``
 - ``repairs``: ``["footprint made valid with make_valid (...)", ...]`` (optional column:
   tables written before it existed read as no repairs)
+- ``radiometry``: ``[{"band": "B04", "scale": 0.0001, "offset": -0.1, "nodata": 0,
+  "source": "rule:s2-processing-baseline"}, ...]`` (``source``: ``item``, ``rule:<name>`` or
+  ``registry``; optional column: a table written before it existed reads as the registry's
+  values)
 
 :func:`scenes_from_frame` is the exact inverse of :func:`scenes_to_frame`. No file I/O here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import math
@@ -28,7 +33,7 @@ import shapely
 
 from terracorpus.catalogs.errors import CatalogError
 from terracorpus.catalogs.redact import strip_credentials
-from terracorpus.catalogs.scene import AssetRef, Grid, SceneRecord
+from terracorpus.catalogs.scene import AssetRef, BandRadiometry, Grid, SceneRecord
 
 COLUMNS = (
     "id",
@@ -49,7 +54,7 @@ COLUMNS = (
     "bands",
     "qa",
 )
-OPTIONAL_COLUMNS = ("repairs",)
+OPTIONAL_COLUMNS = ("repairs", "radiometry")
 _FLOATS = ("gsd", "cloud_cover", "sun_elevation", "sun_azimuth", "off_nadir")
 _STRINGS = ("id", "collection", "sensor", "crs", "platform", "self_href", "api_url")
 
@@ -123,6 +128,9 @@ def _row(s: SceneRecord) -> dict[str, Any]:
         "bands": json.dumps([{"band": name, **_asset_dict(ref)} for name, ref in s.bands]),
         "qa": None if s.qa is None else json.dumps(_asset_dict(s.qa)),
         "repairs": json.dumps(list(s.repairs)) if s.repairs else None,
+        "radiometry": json.dumps(
+            [{"band": name, **dataclasses.asdict(rad)} for name, rad in s.radiometry]
+        ),
     }
 
 
@@ -177,6 +185,25 @@ def _record(row: dict[str, Any], wkb: bytes, when: Any) -> SceneRecord:
         self_href=_opt_str(row["self_href"]),
         api_url=_opt_str(row["api_url"]),
         repairs=_repairs(row.get("repairs")),
+        radiometry=_radiometry(row.get("radiometry")),
+    )
+
+
+def _radiometry(raw: Any) -> tuple[tuple[str, BandRadiometry], ...]:
+    text = _opt_str(raw)
+    if text is None:
+        return ()
+    return tuple(
+        (
+            str(r["band"]),
+            BandRadiometry(
+                scale=float(r["scale"]),
+                offset=float(r["offset"]),
+                nodata=None if r["nodata"] is None else float(r["nodata"]),
+                source=str(r["source"]),
+            ),
+        )
+        for r in json.loads(text)
     )
 
 

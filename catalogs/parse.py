@@ -9,7 +9,9 @@ variation of real providers (Earth Search v0/v1, Planetary Computer, USGS, the d
 - one grid per distinct band GSD from per-asset ``proj:transform``/``proj:shape``, else the
   item-level ones (scaled to an asset's declared ``gsd`` where that differs);
 - sun angles from the ``view`` extension, else from Sentinel-2's mean solar angles;
-- relative asset hrefs resolved against the item's self href.
+- relative asset hrefs resolved against the item's self href;
+- each band's scale, offset and nodata: the item's, else the registry's rules, else its
+  default (:mod:`terracorpus.catalogs.radiometry`).
 
 A missing required thing raises :class:`ItemParseError` naming the item and the thing.
 """
@@ -38,6 +40,7 @@ from terracorpus.catalogs.itemchecks import (
     checked_shape,
     checked_transform,
 )
+from terracorpus.catalogs.radiometry import scene_radiometry
 from terracorpus.catalogs.scene import Affine6, AssetRef, Grid, SceneRecord
 from terracorpus.catalogs.sensors import Sensor, SensorRegistry
 
@@ -97,11 +100,12 @@ def scene_from_item(
     }
     grids = _distinct_grids(band_grids.values(), item_id)
     footprint, repairs = _footprint(d, item_id)
+    when = _datetime(props, item_id)
     return SceneRecord(
         id=item_id,
         collection=str(d["collection"]),
         sensor=sensor.name,
-        datetime=_datetime(props, item_id),
+        datetime=when,
         footprint_wkb=shapely.to_wkb(footprint),
         bbox=checked_bbox(d.get("bbox"), footprint, item_id),
         crs=crs,
@@ -120,6 +124,7 @@ def scene_from_item(
         self_href=self_href,
         api_url=api_url,
         repairs=repairs,
+        radiometry=scene_radiometry(sensor, props, assets, band_keys, when, item_id),
     )
 
 

@@ -49,12 +49,30 @@ class AssetRef:
 
 
 @dataclass(frozen=True)
+class BandRadiometry:
+    """How one band's stored values become physical ones: physical = value * scale + offset;
+    ``nodata`` is the stored value that means no data (None: none).
+
+    ``source`` says where scale and offset came from: ``"item"`` (the item's ``raster:bands``
+    / STAC 1.1 ``bands``), ``"rule:<name>"`` (a rule of the sensor registry, e.g.
+    Sentinel-2's processing-baseline offset) or ``"registry"`` (the sensor's default).
+    """
+
+    scale: float
+    offset: float
+    nodata: float | None
+    source: str
+
+
+@dataclass(frozen=True)
 class SceneRecord:
     """One STAC item, normalised.
 
     ``footprint_wkb`` is the item geometry in lon/lat (EPSG:4326) as WKB, so the record stays
     hashable; ``grids`` maps each distinct band GSD (metres) to its grid in ``crs``; ``bands``
     maps every band name of the sensor to its asset; ``qa`` is the QA/cloud asset, if any.
+    ``radiometry`` maps band names to this item's scale, offset and nodata (records made
+    before it existed have none: the registry's values apply, see :meth:`radiometry_of`).
     Angles are degrees; ``cloud_cover`` is a percentage 0-100, as ``eo:cloud_cover``.
     ``repairs`` says what the parser mended in the item (a self-intersecting footprint made
     valid), one sentence each; empty for an item taken as published.
@@ -79,6 +97,7 @@ class SceneRecord:
     self_href: str | None = None
     api_url: str | None = None
     repairs: tuple[str, ...] = ()
+    radiometry: tuple[tuple[str, BandRadiometry], ...] = ()
 
     def grid(self, gsd: float | None = None) -> Grid:
         """The grid at ``gsd`` (default: the finest)."""
@@ -95,6 +114,13 @@ class SceneRecord:
             if name == band:
                 return ref
         raise KeyError(f"scene {self.id} has no band {band!r}")
+
+    def radiometry_of(self, band: str) -> BandRadiometry | None:
+        """This item's radiometry of ``band``, or None when the record carries none."""
+        for name, rad in self.radiometry:
+            if name == band:
+                return rad
+        return None
 
     @property
     def footprint(self) -> BaseGeometry:

@@ -4,7 +4,9 @@ A :class:`Sensor` is the one description of an instrument's product that the res
 project reads: its bands (centre wavelength and bandwidth in micrometres, native GSD, dtype,
 scale/offset, nodata), its QA asset and how to decode it, and the asset keys under which each
 provider publishes each band. Built-in sensors live in ``sensors.yaml`` beside this module;
-users add their own with :func:`load_registry` and a YAML or TOML file of the same shape.
+users add their own with :func:`load_registry` and a YAML or TOML file of the same shape, or
+extend a built-in one (``extends: builtin``) with a collection, a platform or asset aliases
+without copying its entry (:func:`extend_sensor`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ class Sensor:
     platforms that carry this instrument. ``asset_aliases`` maps each band name to the asset
     keys providers use for it, tried in order; ``band_index`` maps a band to its 1-based
     index inside a multi-band asset (NAIP publishes one 4-band ``image`` asset).
+    ``radiometry_rules`` name the rules (:mod:`terracorpus.catalogs.radiometry`) that decide
+    scale and offset for items that declare none; ``item_radiometry: false`` ignores what
+    items declare (for a provider whose ``raster:bands`` are known to be wrong).
     """
 
     name: str
@@ -75,6 +80,8 @@ class Sensor:
     asset_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     band_index: Mapping[str, int] = field(default_factory=dict)
     platforms: tuple[str, ...] = ()
+    radiometry_rules: tuple[str, ...] = ()
+    item_radiometry: bool = True
 
     @property
     def gsd(self) -> float:
@@ -206,6 +213,8 @@ def sensor_from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Sensor:
         "asset_aliases",
         "band_index",
         "platforms",
+        "radiometry_rules",
+        "item_radiometry",
     }
     unknown = set(d) - known
     if unknown:
@@ -241,10 +250,31 @@ def sensor_from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Sensor:
         asset_aliases={k: tuple(v) for k, v in (d.get("asset_aliases") or {}).items()},
         band_index={k: int(v) for k, v in (d.get("band_index") or {}).items()},
         platforms=tuple(p.lower() for p in d.get("platforms", ())),
+        radiometry_rules=_rules(d.get("radiometry_rules") or (), where),
+        item_radiometry=_flag(d.get("item_radiometry", True), where, "item_radiometry"),
     )
 
 
-def _read_sensor_file(path: Path) -> list[Sensor]:
+def _rules(names: Any, where: str) -> tuple[str, ...]:
+    from terracorpus.catalogs.radiometry import RULES  # it imports this module
+
+    if isinstance(names, str) or not isinstance(names, list | tuple):
+        raise SensorRegistryError(f"{where}: radiometry_rules must be a list of rule names")
+    unknown = [n for n in names if n not in RULES]
+    if unknown:
+        raise SensorRegistryError(
+            f"{where}: unknown radiometry_rules {unknown}; known rules: {sorted(RULES)}"
+        )
+    return tuple(str(n) for n in names)
+
+
+def _flag(v: Any, where: str, key: str) -> bool:
+    if not isinstance(v, bool):
+        raise SensorRegistryError(f"{where}: {key} must be true or false, not {v!r}")
+    return v
+
+
+def _read_sensor_file(path: Path, base: SensorRegistry) -> list[Sensor]:
     try:
         text = path.read_text()
     except OSError as e:
@@ -253,9 +283,120 @@ def _read_sensor_file(path: Path) -> list[Sensor]:
         doc = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
         raise SensorRegistryError(f"sensors file {path} is not valid YAML/TOML: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("sensors"), list):
-        raise SensorRegistryError(f"sensors file {path} must hold a top-level 'sensors' list")
-    return [sensor_from_dict(s, str(path)) for s in doc["sensors"]]
+    entries = doc.get("sensors") if isinstance(doc, dict) else None
+    if isinstance(entries, dict):  # the mapping form: name -> entry
+        entries = [_named(name, e, path) for name, e in entries.items()]
+    if not isinstance(entries, list):
+        raise SensorRegistryError(
+            f"sensors file {path} must hold a top-level 'sensors' list (or a mapping of "
+            "sensor name to entry)"
+        )
+    out: list[Sensor] = []
+    for entry in entries:
+        if isinstance(entry, dict) and "extends" in entry:
+            out.append(extend_sensor(base, entry, str(path)))
+        else:
+            out.append(sensor_from_dict(entry, str(path)))
+        base = base.merged([out[-1]])  # a later entry may extend an earlier one
+    return out
+
+
+def _named(name: Any, entry: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise SensorRegistryError(f"{path}: sensor {name!r} must be a mapping of its keys")
+    if "name" in entry and entry["name"] != name:
+        raise SensorRegistryError(
+            f"{path}: sensor {name!r} has name {entry['name']!r}; leave 'name' out in the "
+            "mapping form (the key is the name)"
+        )
+    return {**entry, "name": name}
+
+
+_ADDED = ("collections", "platforms", "radiometry_rules")
+_REPLACED = ("title", "qa", "band_index", "item_radiometry")
+
+
+def extend_sensor(base: SensorRegistry, d: Mapping[str, Any], source: str = "<dict>") -> Sensor:
+    """A sensor made from a registered one plus what ``d`` adds, without copying the entry.
+
+    ``extends`` names the sensor to start from; ``builtin`` (or the entry's own name) means
+    the registered sensor of the same name, which the result then replaces. Lists
+    (``collections``, ``platforms``, ``radiometry_rules``) are added to the base's;
+    ``asset_aliases`` are tried before the base's keys of the same band; ``bands`` entries
+    change only the keys they give of the band they name; ``title``, ``qa``, ``band_index``
+    and ``item_radiometry`` replace. A sensor under a new name needs its own
+    ``collections`` (two sensors of one collection would be ambiguous).
+    """
+    name = d.get("name")
+    if not isinstance(name, str):
+        raise SensorRegistryError(f"{source}: every sensor needs a string 'name'")
+    where = f"{source}: sensor {name!r}"
+    parent = name if d["extends"] in ("builtin", name) else str(d["extends"])
+    if parent not in base:
+        raise SensorRegistryError(
+            f"{where} extends {d['extends']!r}, but there is no sensor {parent!r} to extend; "
+            f"known sensors: {sorted(s.name for s in base)}"
+        )
+    unknown = set(d) - {"name", "extends", "bands", "asset_aliases", *_ADDED, *_REPLACED}
+    if unknown:
+        raise SensorRegistryError(
+            f"{where}: unknown keys {sorted(unknown)} for an extending entry; allowed: "
+            f"{sorted({'extends', 'bands', 'asset_aliases', *_ADDED, *_REPLACED})}"
+        )
+    if parent != name and not d.get("collections"):
+        raise SensorRegistryError(
+            f"{where} extends {parent!r} under a new name and needs its own 'collections'"
+        )
+    merged = _sensor_dict(base.get(parent))
+    merged["name"] = name
+    if parent != name:
+        merged["collections"] = []
+    for key in _ADDED:
+        merged[key] = list(dict.fromkeys([*merged.get(key, []), *_as_list(d.get(key), where, key)]))
+    for key in _REPLACED:
+        if key in d:
+            merged[key] = d[key]
+    for band, keys in (d.get("asset_aliases") or {}).items():
+        old = merged["asset_aliases"].get(band, [])
+        merged["asset_aliases"][band] = list(dict.fromkeys([*_as_list(keys, where, band), *old]))
+    merged["bands"] = _patched_bands(merged["bands"], d.get("bands") or [], where)
+    return sensor_from_dict(merged, source)
+
+
+def _as_list(v: Any, where: str, key: str) -> list[Any]:
+    if v is None:
+        return []
+    if isinstance(v, str) or not isinstance(v, list | tuple):
+        raise SensorRegistryError(f"{where}: {key} must be a list")
+    return list(v)
+
+
+def _patched_bands(bands: list[dict[str, Any]], patches: Any, where: str) -> list[dict[str, Any]]:
+    by_name = {b["name"]: b for b in bands}
+    for patch in _as_list(patches, where, "bands"):
+        if not isinstance(patch, dict) or patch.get("name") not in by_name:
+            raise SensorRegistryError(
+                f"{where}: a 'bands' entry of an extending sensor changes a band of the base "
+                f"and names it; {patch!r} names none of {sorted(by_name)}"
+            )
+        by_name[patch["name"]].update(patch)
+    return list(by_name.values())
+
+
+def _sensor_dict(s: Sensor) -> dict[str, Any]:
+    """The mapping form of a sensor (what :func:`sensor_from_dict` reads)."""
+    return {
+        "name": s.name,
+        "title": s.title,
+        "collections": list(s.collections),
+        "bands": [dict(vars(b)) for b in s.bands],
+        "qa": {"assets": list(s.qa.assets), "kind": s.qa.kind, "gsd": s.qa.gsd},
+        "asset_aliases": {k: list(v) for k, v in s.asset_aliases.items()},
+        "band_index": dict(s.band_index),
+        "platforms": list(s.platforms),
+        "radiometry_rules": list(s.radiometry_rules),
+        "item_radiometry": s.item_radiometry,
+    }
 
 
 def builtin_registry() -> SensorRegistry:
@@ -269,5 +410,5 @@ def load_registry(*extra_files: str | Path) -> SensorRegistry:
     """The built-in registry plus the sensors of each given YAML/TOML file."""
     reg = builtin_registry()
     for f in extra_files:
-        reg = reg.merged(_read_sensor_file(Path(f)))
+        reg = reg.merged(_read_sensor_file(Path(f), reg))
     return reg

@@ -40,6 +40,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window, from_bounds
 
 from terracorpus.catalogs.access import ReadAccess
+from terracorpus.catalogs.radiometry import band_radiometry
 from terracorpus.catalogs.redact import redact_text
 from terracorpus.catalogs.scene import AssetRef, SceneRecord
 from terracorpus.catalogs.sensors import Sensor
@@ -465,7 +466,7 @@ def _open_assets(
         plan = bands.setdefault(ref.href, _BandPlan())
         plan.indexes.append(ref.band_index)
         plan.positions.append(pos)
-        plan.nodata.append(sensor.band(name).nodata)
+        plan.nodata.append(band_radiometry(scene, sensor.band(name)).nodata)  # the item's
     hrefs = list(bands)
     if scene.qa is not None and sensor.qa.kind != "none":
         hrefs.append(scene.qa.href)  # its own dataset even if a band shares the file

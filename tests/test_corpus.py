@@ -84,7 +84,7 @@ def test_pixels_round_trip_through_plain_zarr(corpus, inputs):
     groups, _images, arrays, layouts = inputs
     root = zarr.open_group(corpus / "corpus.zarr", mode="r")
     meta = root.attrs["terracorpus"]
-    assert meta["format"] == "terracorpus-corpus" and meta["format_version"] == 1
+    assert meta["format"] == "terracorpus-corpus" and meta["format_version"] == 2
     assert meta["complete"] is True and meta["config_hash"] == "abc"
     assert meta["counts"] == {"groups": 10, "images": {S2: 20, LS: 20}}
     for sensor in (S2, LS):

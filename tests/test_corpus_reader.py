@@ -76,7 +76,7 @@ def test_reader_pickles_without_store_handles(corpus: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"format_version": 99}, r"format_version 99; this reader reads versions \[1\]"),
+        ({"format_version": 99}, r"format_version 99; this reader reads versions \[1, 2\]"),
         ({"complete": False}, "incomplete"),
         ({"format": "something-else"}, "not a terracorpus corpus"),
     ],

@@ -1,4 +1,5 @@
-"""Read a terracorpus corpus (format version 1, ``docs/corpus-format.md``) without our other code.
+"""Read a terracorpus corpus (format versions 1 and 2, ``docs/corpus-format.md``) without our
+other code. Version 2 stores each image's scale, offset and nodata; version 1 one per sensor.
 
 :class:`CorpusReader` parses the store's attributes and small tables once (sensors and their
 bands, the group CSR tables, the manifest's per-image checksums) and reads pixels one image at
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 _Node = TypeVar("_Node", zarr.Array[Any], zarr.Group)
 
 FORMAT_NAME = "terracorpus-corpus"
-SUPPORTED_VERSIONS = (1,)
+SUPPORTED_VERSIONS = (1, 2)
+_RADIOMETRY_ARRAYS = ("scale", "offset", "nodata")  # per image and band, format version 2
 _META_ARRAYS = ("datetime", "transform", "gsd", "lon", "lat", "crs")
 
 
@@ -117,8 +119,21 @@ class RawImage:
     crs: str
 
 
+@dataclass(frozen=True)
+class Radiometry:
+    """Per-band scale, offset and nodata of one image: physical = stored * scale + offset.
+
+    Each is a (C,) float64 array; ``nodata`` is NaN where a band has none (NaN pixels are
+    never valid, so a NaN nodata value of float data means the same).
+    """
+
+    scale: np.ndarray
+    offset: np.ndarray
+    nodata: np.ndarray
+
+
 class CorpusReader:
-    """A format-v1 corpus opened for reading; pickles to its path, reopens the store on use.
+    """A format-v1 or v2 corpus opened for reading; pickles to its path, reopens the store on use.
 
     Args:
         path: the corpus directory (holding ``corpus.zarr``) or the ``corpus.zarr`` store itself;
@@ -143,7 +158,7 @@ class CorpusReader:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_root", "_arrays", "_meta"):
+        for key in ("_root", "_arrays", "_meta", "_radiometry"):
             state.pop(key, None)  # Zarr handles are reopened in the receiving process
         return state
 
@@ -163,6 +178,44 @@ class CorpusReader:
             s: {name: _read(self._root, f"sensors/{s}/{name}") for name in _META_ARRAYS}
             for s in self.sensors
         }
+
+    @cached_property
+    def _radiometry(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+        """Per sensor, the (N, C) scale, offset and nodata arrays (format 2), or None (format
+        1: the sensor's band values apply to every image)."""
+        if self.attrs.get("format_version") == 1:
+            return {s: None for s in self.sensors}
+        out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
+        for s, info in self.sensors.items():
+            group = _node(self._root, f"sensors/{s}", zarr.Group)
+            missing = [n for n in _RADIOMETRY_ARRAYS if n not in group]
+            if missing:
+                raise CorpusFormatError(
+                    f"corpus {self.path} (format version 2) lacks sensors/{s}/{missing[0]}; the "
+                    "corpus is damaged: check it with `terracorpus corpus validate`"
+                )
+            scale, offset, nodata = (_read(group, n).astype(np.float64) for n in _RADIOMETRY_ARRAYS)
+            want = (info.n_images, len(info.bands))
+            if scale.shape != want or offset.shape != want or nodata.shape != want:
+                raise CorpusFormatError(
+                    f"corpus {self.path}: sensors/{s} radiometry arrays have shapes "
+                    f"{scale.shape}, {offset.shape}, {nodata.shape}; expected {want}"
+                )
+            out[s] = (scale, offset, nodata)
+        return out
+
+    def radiometry(self, sensor: str, row: int) -> Radiometry:
+        """The scale, offset and nodata of image ``row`` of ``sensor``."""
+        per_image = self._radiometry[sensor]
+        if per_image is not None:
+            scale, offset, nodata = per_image
+            return Radiometry(scale[row], offset[row], nodata[row])
+        bands = self.sensors[sensor].bands
+        return Radiometry(
+            np.array([b.scale for b in bands], dtype=np.float64),
+            np.array([b.offset for b in bands], dtype=np.float64),
+            np.array([math.nan if b.nodata is None else b.nodata for b in bands], np.float64),
+        )
 
     def labels(self, sensor: str) -> np.ndarray | None:
         """The optional per-image ``label`` array of ``sensor`` (int, -1 unknown), or None."""
@@ -203,8 +256,8 @@ class CorpusReader:
     def _image(
         self, sensor: str, row: int, raw: np.ndarray, valid: np.ndarray, max_px: int | None
     ) -> RawImage:
-        info = self.sensors[sensor]
-        valid &= _nodata_ok(raw, info)
+        rad = self.radiometry(sensor, row)
+        valid &= nodata_ok(raw, rad.nodata)
         h, w = valid.shape
         k = 1 if max_px is None else max(1, math.ceil(max(h, w) / max_px))
         values, valid = area_average(raw, valid, k)
@@ -213,7 +266,7 @@ class CorpusReader:
         return RawImage(
             sensor=sensor,
             row=row,
-            pixels=_to_physical(values, valid, info),
+            pixels=_to_physical(values, valid, rad),
             valid=valid,
             transform=np.array([t[0] * k, t[1] * k, t[2], t[3] * k, t[4] * k, t[5]]),
             gsd=float(meta["gsd"][row]) * k,
@@ -459,11 +512,12 @@ def _read_checksums(path: str, sensors: dict[str, SensorInfo]) -> dict[str, np.n
     return out
 
 
-def _nodata_ok(raw: np.ndarray, info: SensorInfo) -> np.ndarray:
+def nodata_ok(raw: np.ndarray, nodata: np.ndarray) -> np.ndarray:
+    """(C, H, W) stored values -> (H, W) True where no band holds its nodata value (NaN
+    nodata: NaN pixels are not ok)."""
     ok = np.ones(raw.shape[1:], dtype=bool)
-    for i, band in enumerate(info.bands):
-        if band.nodata is not None:
-            ok &= raw[i] != band.nodata
+    for i, value in enumerate(nodata):
+        ok &= ~np.isnan(raw[i]) if math.isnan(value) else raw[i] != value
     return ok
 
 
@@ -481,11 +535,11 @@ def area_average(raw: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray
     return mean, count >= (k * k) / 2
 
 
-def _to_physical(values: np.ndarray, valid: np.ndarray, info: SensorInfo) -> np.ndarray:
+def _to_physical(values: np.ndarray, valid: np.ndarray, rad: Radiometry) -> np.ndarray:
     """``values * scale + offset`` per band, 0 where not valid, in place on ``values`` (a
     float32 array :func:`area_average` made for this image alone)."""
-    scale = np.array([b.scale for b in info.bands], dtype=np.float32)[:, None, None]
-    offset = np.array([b.offset for b in info.bands], dtype=np.float32)[:, None, None]
+    scale = rad.scale.astype(np.float32)[:, None, None]
+    offset = rad.offset.astype(np.float32)[:, None, None]
     phys = values if values.dtype == np.float32 else values.astype(np.float32)
     phys *= scale
     phys += offset

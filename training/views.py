@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from terracorpus.training.corpus import CorpusReader, SensorInfo, open_corpus
+from terracorpus.training.corpus import CorpusReader, Radiometry, SensorInfo, open_corpus
 from terracorpus.training.errors import CorpusFormatError
 
 # Per-image arrays of ``sensors/<s>/`` that become coordinates of :func:`open_sensor`.
@@ -78,7 +78,7 @@ def open_image(corpus: CorpusLike, sensor: str, row: int) -> xr.Dataset:
         )
     [(raw, valid)] = reader._read_raw([(sensor, row)])
     meta = _image_meta(reader, sensor, row)
-    return _image_dataset(info, raw, valid, meta)
+    return _image_dataset(info, raw, valid, meta, reader.radiometry(sensor, row))
 
 
 def open_group(corpus: CorpusLike, group: int | str) -> xr.DataTree:
@@ -98,7 +98,8 @@ def open_group(corpus: CorpusLike, group: int | str) -> xr.DataTree:
     children: dict[str, xr.Dataset] = {}
     for k, ((sensor, row), (raw, valid)) in enumerate(zip(members, raws, strict=True)):
         info = reader.sensors[sensor]
-        ds = _image_dataset(info, raw, valid, _image_meta(reader, sensor, row))
+        meta = _image_meta(reader, sensor, row)
+        ds = _image_dataset(info, raw, valid, meta, reader.radiometry(sensor, row))
         children[f"{k}-{sensor}"] = ds
     root = xr.Dataset(
         attrs={
@@ -122,8 +123,9 @@ def open_sensor(
     task (default: one shard's worth). Images lie on their own grids, so ``y``/``x`` are pixel
     indices here; each image's ``transform`` (image, affine) and ``crs`` are coordinates, as
     are ``time``, ``image_id``, ``group_index``, ``group_id``, ``split``, ``gsd``, ``lon``,
-    ``lat``, cloud and sun angles (and ``label`` where the corpus has one). Select one image
-    and georeference it with :func:`georeference`.
+    ``lat``, cloud and sun angles (and ``label`` where the corpus has one), and ``scale`` and
+    ``offset`` (image, band): each image's own radiometry. Select one image and georeference
+    it with :func:`georeference`.
     """
     import dask.array as da
 
@@ -213,14 +215,15 @@ def _time(ns: int) -> np.datetime64:
     return np.datetime64("NaT", "ns") if ns == _NAT else np.datetime64(ns, "ns")
 
 
-def _physical(raw: np.ndarray, info: SensorInfo) -> np.ndarray:
-    """(…, C, H, W) raw values -> float32 ``value * scale + offset`` per band, NaN at nodata."""
-    scale = np.array([b.scale for b in info.bands], dtype=np.float32)[:, None, None]
-    offset = np.array([b.offset for b in info.bands], dtype=np.float32)[:, None, None]
+def _physical(raw: np.ndarray, rad: Radiometry) -> np.ndarray:
+    """(C, H, W) raw values of one image -> float32 ``value * scale + offset`` per band (the
+    image's own), NaN at the band's nodata."""
+    scale = rad.scale.astype(np.float32)[:, None, None]
+    offset = rad.offset.astype(np.float32)[:, None, None]
     out = raw.astype(np.float32) * scale + offset
-    for i, band in enumerate(info.bands):
-        if band.nodata is not None:
-            out[..., i, :, :][raw[..., i, :, :] == band.nodata] = np.nan
+    for i, value in enumerate(rad.nodata):
+        if not np.isnan(value):
+            out[i][raw[i] == value] = np.nan
     return out
 
 
@@ -233,20 +236,23 @@ def _band_coords(info: SensorInfo) -> dict[str, Any]:
     }
 
 
-def _pixel_attrs(info: SensorInfo) -> dict[str, Any]:
-    return {
-        "long_name": f"{info.name} physical values (stored value * scale + offset)",
-        "scale": [b.scale for b in info.bands],
-        "offset": [b.offset for b in info.bands],
+def _pixel_attrs(info: SensorInfo, rad: Radiometry | None = None) -> dict[str, Any]:
+    """The pixels' attributes; with one image's radiometry, its scale and offset per band
+    (a sensor's images each have their own: :func:`open_sensor` gives them as coordinates)."""
+    attrs: dict[str, Any] = {
+        "long_name": f"{info.name} physical values (stored value * scale + offset)"
     }
+    if rad is not None:
+        attrs.update(scale=rad.scale.tolist(), offset=rad.offset.tolist())
+    return attrs
 
 
 def _image_dataset(
-    info: SensorInfo, raw: np.ndarray, valid: np.ndarray, meta: dict[str, Any]
+    info: SensorInfo, raw: np.ndarray, valid: np.ndarray, meta: dict[str, Any], rad: Radiometry
 ) -> xr.Dataset:
     ds = xr.Dataset(
         {
-            "pixels": (("band", "y", "x"), _physical(raw, info), _pixel_attrs(info)),
+            "pixels": (("band", "y", "x"), _physical(raw, rad), _pixel_attrs(info, rad)),
             "valid": (("y", "x"), valid.astype(np.uint8), _VALID_ATTRS),
         },
         coords={**_band_coords(info), "time": meta["time"], "image_id": meta["image_id"]},
@@ -290,6 +296,10 @@ def _sensor_coords(reader: CorpusReader, sensor: str) -> dict[str, Any]:
         ("image", "affine"),
         reader._meta[sensor]["transform"].astype(np.float64),
     )
+    rads = [reader.radiometry(sensor, row) for row in range(reader.sensors[sensor].n_images)]
+    for name in ("scale", "offset"):  # each image's own (format 2), the sensor's (format 1)
+        values = np.array([getattr(r, name) for r in rads], dtype=np.float64)
+        coords[name] = (("image", "band"), values.reshape(len(rads), -1))
     gi = coords["group_index"][1].astype(np.int64)
     coords["group_id"] = ("image", reader.groups.group_id[gi])
     coords["split"] = ("image", reader.groups.split[gi])
@@ -300,7 +310,12 @@ def _read_pixels_block(rows: np.ndarray, reader: CorpusReader, sensor: str) -> n
     raws = reader._read_raw([(sensor, int(r)) for r in rows])
     info = reader.sensors[sensor]
     return (
-        np.stack([_physical(raw, info) for raw, _ in raws])
+        np.stack(
+            [
+                _physical(raw, reader.radiometry(sensor, int(r)))
+                for r, (raw, _) in zip(rows, raws, strict=True)
+            ]
+        )
         if raws
         else np.empty((0, len(info.bands), *info.chip_size), np.float32)
     )

@@ -13,8 +13,9 @@ import zarr
 from terracorpus.pipelines.errors import CorpusError
 
 FORMAT_NAME = "terracorpus-corpus"
-FORMAT_VERSION = 1
-READABLE_VERSIONS = (1,)
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 2 adds per-image radiometry (``BAND_ARRAYS``); version 1 has it per sensor only."""
 ATTRS_KEY = "terracorpus"
 
 STORE_NAME = "corpus.zarr"
@@ -48,6 +49,11 @@ IMAGE_ARRAYS: dict[str, tuple[str, tuple[int, ...]]] = {
     "source_href": ("str", ()),
 }
 LABEL_ARRAY = "label"
+
+# Per-image, per-band radiometry of ``sensors/<sensor>/`` (format version 2): name -> dtype;
+# shape (image, band). ``nodata`` is NaN where a band has none.
+BAND_ARRAYS: dict[str, str] = {"scale": "float64", "offset": "float64", "nodata": "float64"}
+BAND_ARRAY_DIMS = ("image", "band")
 
 # Group tables of ``groups/``: name -> (dtype, trailing shape). ``member_*`` have their own
 # length (the member count); ``member_offsets`` has groups + 1 rows.

@@ -23,7 +23,12 @@ import pandas as pd
 import rustac
 import zarr
 
-from terracorpus.pipelines.corpus.format import COLLECTION_NAME, STORE_NAME, corpus_meta
+from terracorpus.pipelines.corpus.format import (
+    BAND_ARRAYS,
+    COLLECTION_NAME,
+    STORE_NAME,
+    corpus_meta,
+)
 from terracorpus.pipelines.corpus.location import CorpusLocation
 from terracorpus.pipelines.corpus.manifest import read_manifest
 from terracorpus.pipelines.errors import CorpusError
@@ -56,6 +61,10 @@ def corpus_items(location: CorpusLocation) -> list[dict[str, Any]]:
     for sensor, frame in manifest.groupby("sensor", sort=True):
         spec = meta["sensors"][sensor]
         extra = {name: _array(root, f"sensors/{sensor}/{name}") for name in _EXTRA_ARRAYS}
+        group = root[f"sensors/{sensor}"]
+        for name in BAND_ARRAYS:  # format 2: each image's own radiometry
+            if name in group:  # type: ignore[operator]
+                extra[name] = _array(root, f"sensors/{sensor}/{name}")
         for rec in frame.itertuples(index=False):
             items.append(_item(rec, spec, extra, collection, store_href))
     return items
@@ -138,8 +147,26 @@ def _item(
         "bbox": [float(v) for v in geometry.bounds],
         "properties": props,
         "links": [],
-        "assets": _assets(str(rec.sensor), row, spec, store_href),
+        "assets": _assets(str(rec.sensor), row, _image_spec(spec, extra, row), store_href),
     }
+
+
+def _image_spec(spec: dict[str, Any], extra: dict[str, np.ndarray], row: int) -> dict[str, Any]:
+    """The sensor's description with this image's own scale, offset and nodata (format 2)."""
+    if not all(name in extra for name in BAND_ARRAYS):
+        return spec
+    bands = []
+    for k, band in enumerate(spec["bands"]):
+        nodata = float(extra["nodata"][row][k])
+        bands.append(
+            {
+                **band,
+                "scale": float(extra["scale"][row][k]),
+                "offset": float(extra["offset"][row][k]),
+                "nodata": None if math.isnan(nodata) else nodata,
+            }
+        )
+    return {**spec, "bands": bands}
 
 
 def _assets(sensor: str, row: int, spec: dict[str, Any], store_href: str) -> dict[str, Any]:

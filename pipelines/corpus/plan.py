@@ -76,6 +76,22 @@ class SensorLayout:
             fill_value=0 if nodata is None else nodata,
         )
 
+    def radiometry(self, img: ImageSpec) -> tuple[list[float], list[float], list[float]]:
+        """Scale, offset and nodata (NaN: none) of ``img``'s bands: its own, else the layout's."""
+        n = len(self.bands)
+        for name, values in (("scale", img.scale), ("offset", img.offset), ("nodata", img.nodata)):
+            if values and len(values) != n:
+                raise CorpusError(
+                    f"image {img.image_id}: {len(values)} {name} values for the {n} bands of "
+                    f"sensor {self.name}"
+                )
+        nodata = [math.nan if b["nodata"] is None else float(b["nodata"]) for b in self.bands]
+        return (
+            list(img.scale) or [float(b["scale"]) for b in self.bands],
+            list(img.offset) or [float(b["offset"]) for b in self.bands],
+            list(img.nodata) or nodata,
+        )
+
     @property
     def image_nbytes(self) -> int:
         h, w = self.chip_shape
@@ -96,7 +112,9 @@ class ImageSpec:
     """One image chip to write: its identity and the metadata known before reading pixels.
 
     ``transform`` is the planned chip grid in ``crs``; a reader may return the grid it
-    actually read, which then wins. Unknown numbers are NaN.
+    actually read, which then wins. Unknown numbers are NaN. ``scale``, ``offset`` and
+    ``nodata`` are the image's own radiometry per band of its sensor's layout (empty: the
+    layout's, i.e. the registry's); ``nodata`` NaN where a band has none.
     """
 
     image_id: str
@@ -114,6 +132,9 @@ class ImageSpec:
     off_nadir: float = math.nan
     source_item: str = ""
     source_href: str = ""
+    scale: tuple[float, ...] = ()
+    offset: tuple[float, ...] = ()
+    nodata: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

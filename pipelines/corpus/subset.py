@@ -20,7 +20,7 @@ import pandas as pd
 import zarr
 from distributed import Client
 
-from terracorpus.pipelines.corpus.format import corpus_meta
+from terracorpus.pipelines.corpus.format import BAND_ARRAYS, corpus_meta
 from terracorpus.pipelines.corpus.location import CorpusLocation
 from terracorpus.pipelines.corpus.manifest import read_manifest
 from terracorpus.pipelines.corpus.plan import GroupSpec, ImageSpec, SensorLayout, plan_corpus
@@ -255,7 +255,12 @@ _IMAGE_COLUMNS = (
 
 
 def _image_table(root: zarr.Group, sensor: str) -> dict[str, np.ndarray]:
-    return {name: _values(root, f"sensors/{sensor}/{name}") for name in _IMAGE_COLUMNS}
+    table = {name: _values(root, f"sensors/{sensor}/{name}") for name in _IMAGE_COLUMNS}
+    group = root[f"sensors/{sensor}"]
+    for name in BAND_ARRAYS:  # format 2: per image; format 1: the sensor's, the layout's
+        if name in group:  # type: ignore[operator]
+            table[name] = _values(root, f"sensors/{sensor}/{name}")
+    return table
 
 
 def _image_spec(table: dict[str, np.ndarray], sensor: str, row: int, group_id: str) -> ImageSpec:
@@ -276,7 +281,12 @@ def _image_spec(table: dict[str, np.ndarray], sensor: str, row: int, group_id: s
         off_nadir=float(table["off_nadir"][row]),
         source_item=str(table["source_item"][row]),
         source_href=str(table["source_href"][row]),
+        **{name: _floats(table[name][row]) for name in BAND_ARRAYS if name in table},
     )
+
+
+def _floats(v: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(x) for x in v)
 
 
 def _bbox(v: np.ndarray) -> tuple[float, float, float, float]:

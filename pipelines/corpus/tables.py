@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from terracorpus.pipelines.corpus.format import NO_LABEL
-from terracorpus.pipelines.corpus.plan import CorpusPlan
+from terracorpus.pipelines.corpus.format import BAND_ARRAYS, NO_LABEL
+from terracorpus.pipelines.corpus.plan import CorpusPlan, ImageSpec, SensorLayout
 
 Columns = dict[str, np.ndarray]
 
@@ -53,8 +53,19 @@ def image_columns(
             "source_item": np.array([i.source_item for i in imgs], dtype=object),
             "source_href": np.array([i.source_href for i in imgs], dtype=object),
             "label": np.array([_label(x.get("label")) for x in f], dtype="int16"),
+            **_radiometry_columns(plan.layouts[sensor], imgs),
         }
     return out
+
+
+def _radiometry_columns(layout: SensorLayout, imgs: list[ImageSpec]) -> Columns:
+    """``scale``, ``offset`` and ``nodata`` (NaN: none), each (image, band) float64."""
+    rows = [layout.radiometry(img) for img in imgs]
+    n = len(layout.bands)
+    return {
+        name: np.array([r[k] for r in rows], dtype="float64").reshape(-1, n)
+        for k, name in enumerate(BAND_ARRAYS)
+    }
 
 
 def group_columns(plan: CorpusPlan, member_base: int = 0) -> Columns:

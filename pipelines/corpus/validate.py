@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 
 from terracorpus.pipelines.corpus.format import (
+    BAND_ARRAYS,
     GROUP_ARRAYS,
     GROUPS_GROUP,
     IMAGE_ARRAYS,
@@ -106,7 +107,10 @@ def validate_corpus(
     counts = {s: int(n) for s, n in meta["counts"]["images"].items()}
     report.images, report.groups = sum(counts.values()), int(meta["counts"]["groups"])
     for sensor, n in counts.items():
-        _check_sensor(root, sensor, n, meta["sensors"].get(sensor), report)
+        desc = meta["sensors"].get(sensor)
+        _check_sensor(root, sensor, n, desc, report)
+        if meta.get("format_version", 1) >= 2 and desc is not None:
+            _check_band_arrays(root, sensor, n, len(desc["bands"]), report)
     _check_groups(root, counts, report.groups, report)
     _check_shards(loc, meta["shards"], counts, report)
     _check_manifest(loc, root, counts, report, check_pixels)
@@ -161,6 +165,22 @@ def _check_sensor(
     label = _array(root, f"{base}/label")
     if label is not None:
         _decoded(label, f"{base}/label", report)
+
+
+def _check_band_arrays(
+    root: zarr.Group, sensor: str, n: int, bands: int, report: ValidationReport
+) -> None:
+    """Format 2: each image's scale, offset and nodata, (image, band) float64, finite scale
+    and offset."""
+    for name, dtype in BAND_ARRAYS.items():
+        path = f"{SENSORS_GROUP}/{sensor}/{name}"
+        arr = _array(root, path)
+        if arr is None:
+            report.add(path, "missing array")
+        elif arr.shape != (n, bands) or arr.dtype != np.dtype(dtype):
+            report.add(path, f"{arr.shape} {arr.dtype}, expected {(n, bands)} {dtype}")
+        elif name != "nodata" and not np.isfinite(np.asarray(arr[:])).all():
+            report.add(path, "holds values that are not finite numbers")
 
 
 def _check_groups(

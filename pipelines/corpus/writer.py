@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import uuid
@@ -42,6 +43,8 @@ from terracorpus.pipelines.corpus import tables
 from terracorpus.pipelines.corpus.codecs import compressors
 from terracorpus.pipelines.corpus.format import (
     ATTRS_KEY,
+    BAND_ARRAY_DIMS,
+    BAND_ARRAYS,
     FORMAT_NAME,
     FORMAT_VERSION,
     GROUPS_GROUP,
@@ -375,18 +378,33 @@ def _image_arrays(root: zarr.Group, sensor: str, cols: tables.Columns, base: int
         attrs: dict[str, Any] = {} if name == "image_id" else {"coordinates": "image_id"}
         if name == "datetime":
             attrs.update(units="nanoseconds since 1970-01-01", calendar="proleptic_gregorian")
-        dims = ("image", "affine") if values.ndim == 2 else ("image",)
+        dims = ("image",) if values.ndim == 1 else _wide_dims(name)
         puts.append((group, name, values, dims, attrs))
     return puts
 
 
+def _wide_dims(name: str) -> tuple[str, ...]:
+    return BAND_ARRAY_DIMS if name in BAND_ARRAYS else ("image", "affine")
+
+
 def _old_column(group: zarr.Group, name: str, base: int, like: np.ndarray) -> np.ndarray:
+    if name in BAND_ARRAYS and name not in group:  # a format-1 corpus: per-sensor values
+        return _sensor_radiometry(group, name, base)
     if name not in group:  # e.g. labels first appear with this append
         return np.full((base, *like.shape[1:]), -1, dtype=like.dtype)
     arr = group[name]
     assert isinstance(arr, zarr.Array)
     old = np.asarray(arr[:base])
     return old.astype(object) if like.dtype == object else old
+
+
+def _sensor_radiometry(group: zarr.Group, name: str, base: int) -> np.ndarray:
+    """A format-1 corpus's per-sensor ``scale``/``offset``/``nodata`` as per-image rows."""
+    pixels = group["pixels"]
+    assert isinstance(pixels, zarr.Array)
+    raw: list[Any] = list(pixels.attrs[name])  # type: ignore[arg-type]
+    values = [math.nan if v is None else float(v) for v in raw]
+    return np.tile(np.array(values, dtype="float64"), (base, 1))
 
 
 def _group_tables(root: zarr.Group, plan: CorpusPlan) -> list[_Put]:
@@ -459,6 +477,7 @@ def _root_meta(
     sources = list(meta.get("sources", [])) if append else []
     sources += [s for s in provenance.sources if s not in sources]
     meta.update(
+        format_version=FORMAT_VERSION,  # an append to a format-1 corpus adds the v2 arrays
         sensors=sensors,
         config=provenance.config if not append else meta.get("config", provenance.config),
         config_hash=provenance.config_hash if not append else meta.get("config_hash"),

@@ -38,6 +38,7 @@ from distributed import Client
 
 from terracorpus.catalogs.access import ReadAccess
 from terracorpus.catalogs.frames import scenes_from_frame
+from terracorpus.catalogs.radiometry import scene_arrays
 from terracorpus.catalogs.redact import redact_text
 from terracorpus.catalogs.scene import SceneRecord
 from terracorpus.catalogs.sensors import Sensor, SensorRegistry, load_registry
@@ -262,8 +263,9 @@ def describe_batch(batch: Batch) -> BatchResult:
 def _describe(job: ChipJob, chip: ChipPixels, batch: Batch) -> dict[str, Any]:
     scene, sensor = batch.scene, batch.sensor
     bands = sensor.bands
-    scale = np.array([b.scale for b in bands])[:, None, None]
-    offset = np.array([b.offset for b in bands])[:, None, None]
+    scales, offsets, _ = scene_arrays(scene, bands)  # the item's own radiometry
+    scale = np.array(scales)[:, None, None]
+    offset = np.array(offsets)[:, None, None]
     refl = chip.pixels.astype(np.float64) * scale + offset
     qa = None if chip.qa is None else chip.qa.astype(np.int64)
     masks = decode_qa(qa, sensor.qa.kind, chip.nodata.shape)

@@ -276,6 +276,7 @@ def specs_of(
                 off_nadir=_num(scene.off_nadir),
                 source_item=scene.id,
                 source_href=_href(scene),
+                **_radiometry(scene, lay),
             )
             images.append(img)
             members.append((scene.sensor, img.image_id))
@@ -291,6 +292,21 @@ def specs_of(
             )
         )
     return groups, images
+
+
+def _radiometry(scene: SceneRecord, layout: SensorLayout) -> dict[str, tuple[float, ...]]:
+    """The scene's own scale, offset and nodata per layout band (none: the layout's apply)."""
+    if not scene.radiometry:
+        return {}
+    rads = [scene.radiometry_of(str(b["name"])) for b in layout.bands]
+    if any(r is None for r in rads):
+        missing = [b["name"] for b, r in zip(layout.bands, rads, strict=True) if r is None]
+        raise StageError(f"scene {scene.id} has no radiometry for bands {missing}")
+    return {
+        "scale": tuple(r.scale for r in rads if r),
+        "offset": tuple(r.offset for r in rads if r),
+        "nodata": tuple(math.nan if r.nodata is None else r.nodata for r in rads if r),
+    }
 
 
 def _num(v: float | None) -> float:
