@@ -44,10 +44,14 @@ _ITEM_SUFFIXES = (".json", ".geojson", ".ndjson", ".jsonl", ".parquet")
 
 @dataclass
 class StacDocuments:
-    """The items and collections to serve."""
+    """The items and collections to serve, and the unusable items left out (``skipped``:
+    one ``"<file>: item <id>: <reason>"`` line each). With ``strict``, an unusable item is
+    a :class:`ServerError` instead."""
 
     items: list[dict[str, Any]] = field(default_factory=list)
     collections: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    strict: bool = False
 
 
 class StacServer:
@@ -59,10 +63,12 @@ class StacServer:
         port: the port to listen on; ``None`` or ``0`` picks a free one.
         host: the address to bind; loopback by default (the server has no authentication).
         startup_timeout_s: how long to wait for the server to answer.
+        strict: refuse an unusable item (e.g. one without a ``collection``) instead of leaving
+            it out with a warning (``documents.skipped`` lists those left out).
 
     Raises:
         ServerError: on entering, if the port is taken, the inputs hold no STAC items, an input
-            is not STAC, or the server does not come up.
+            is not STAC, an item is unusable under ``strict``, or the server does not come up.
     """
 
     def __init__(
@@ -71,8 +77,10 @@ class StacServer:
         port: int | None = None,
         host: str = "127.0.0.1",
         startup_timeout_s: float = 30.0,
+        strict: bool = False,
     ) -> None:
         self.paths = [Path(p) for p in paths]
+        self.strict = strict
         self.host = host
         self.requested_port = port or 0
         self.startup_timeout_s = startup_timeout_s
@@ -102,7 +110,7 @@ class StacServer:
 
     def start(self) -> None:
         """Check the inputs, start the server and wait until it answers."""
-        self.documents = load_stac_documents(self.paths)
+        self.documents = load_stac_documents(self.paths, strict=self.strict)
         port = _free_port(self.host) if self.requested_port == 0 else self.requested_port
         _check_port_free(self.host, port)
         self._tmp = tempfile.TemporaryDirectory(prefix="terracorpus-stac-")
@@ -176,13 +184,17 @@ class StacServer:
 
 
 # -- reading inputs -----------------------------------------------------------------------
-def load_stac_documents(paths: Iterable[str | Path]) -> StacDocuments:
+def load_stac_documents(paths: Iterable[str | Path], *, strict: bool = False) -> StacDocuments:
     """Read and check STAC items and collections from directories and files.
 
+    An item a STAC API cannot serve (no ``collection``, assets or links of the wrong shape) is
+    left out with a warning and listed in ``skipped``; with ``strict`` it is an error.
+
     Raises:
-        ServerError: a path does not exist, a named file is not STAC, or nothing holds items.
+        ServerError: a path does not exist, a named file is not STAC, nothing holds usable
+            items, or (``strict``) an item is unusable.
     """
-    docs = StacDocuments()
+    docs = StacDocuments(strict=strict)
     given = [Path(p) for p in paths]
     if not given:
         raise ServerError("no STAC inputs given: name a world directory or item files")
@@ -194,9 +206,17 @@ def load_stac_documents(paths: Iterable[str | Path]) -> StacDocuments:
         else:
             raise ServerError(f"{path} does not exist; give a world directory or STAC item files")
     if not docs.items:
+        unusable = f"; {len(docs.skipped)} unusable, e.g. {docs.skipped[0]}" if docs.skipped else ""
         raise ServerError(
             f"no STAC items in {', '.join(str(p) for p in given)} (looked for items/**/*.json, stac-geoparquet *.parquet, "
-            "or *.json / *.geojson / *.ndjson files holding STAC Items or ItemCollections)"
+            f"or *.json / *.geojson / *.ndjson files holding STAC Items or ItemCollections){unusable}"
+        )
+    if docs.skipped:
+        log.warning(
+            "left out %d unusable item(s) of %d (first: %s); --strict refuses them",
+            len(docs.skipped),
+            len(docs.skipped) + len(docs.items),
+            docs.skipped[0],
         )
     return docs
 
@@ -265,7 +285,14 @@ def _read_geoparquet(path: Path, docs: StacDocuments, *, strict: bool) -> None:
 def _add_document(obj: Any, path: Path, base: str, docs: StacDocuments, *, strict: bool) -> None:
     kind = obj.get("type") if isinstance(obj, dict) else None
     if kind == "Feature" and "stac_version" in obj and obj.get("id"):
-        docs.items.append(_checked_item(obj, path, base))
+        problem = _unusable(obj)
+        if problem is None:
+            docs.items.append(_checked_item(obj, path, base))
+        elif docs.strict:
+            raise ServerError(f"{path}: item {obj['id']!r} {problem}")
+        else:
+            docs.skipped.append(f"{path}: item {obj['id']!r} {problem}")
+            log.debug("skipping %s", docs.skipped[-1])
     elif kind == "FeatureCollection" and isinstance(obj.get("features"), list):
         for feature in obj["features"]:
             _add_document(feature, path, base, docs, strict=True)
@@ -281,12 +308,23 @@ def _add_document(obj: Any, path: Path, base: str, docs: StacDocuments, *, stric
         log.debug("skipping %s: not a STAC item or collection", path)
 
 
+def _unusable(item: dict[str, Any]) -> str | None:
+    """Why a STAC API cannot serve ``item``, or None."""
+    collection = item.get("collection")
+    if not collection:
+        return "names no 'collection'; a STAC API serves items within collections, so add one"
+    if not isinstance(collection, str):
+        return f"has collection {collection!r}, not a string id"
+    if not isinstance(item.get("assets") or {}, dict):
+        return "has 'assets' that are not a mapping of key to asset"
+    if not isinstance(item.get("links") or [], list):
+        return "has 'links' that are not a list"
+    if not all(isinstance(a, dict) for a in (item.get("assets") or {}).values()):
+        return "has an asset that is not a JSON object"
+    return None
+
+
 def _checked_item(item: dict[str, Any], path: Path, base: str) -> dict[str, Any]:
-    if not item.get("collection"):
-        raise ServerError(
-            f"{path}: item {item['id']!r} names no 'collection'; a STAC API serves items "
-            "within collections, so add one"
-        )
     assets = {
         key: {**asset, "href": _absolute_href(str(asset.get("href", "")), base)}
         for key, asset in (item.get("assets") or {}).items()

@@ -165,8 +165,31 @@ def test_not_stac_inputs(tmp_path: Path, built: Path) -> None:
     item = series(1, datetime(2022, 1, 1))[0]
     del item["collection"]
     orphan.write_text(json.dumps(item))
-    with pytest.raises(ServerError, match=rf"{orphan}: item 'S2_000' names no 'collection'"):
+    with pytest.raises(ServerError, match=rf"no STAC items in {orphan}.*1 unusable, e.g. "):
         load_stac_documents([orphan])
+    with pytest.raises(ServerError, match=rf"{orphan}: item 'S2_000' names no 'collection'"):
+        load_stac_documents([orphan], strict=True)
+
+
+def test_unusable_items_are_left_out_and_counted(tmp_path: Path) -> None:
+    items = series(3, datetime(2022, 3, 1))
+    del items[1]["collection"]
+    items[2]["collection"] = ["not", "an", "id"]
+    folder = tmp_path / "items"
+    folder.mkdir()
+    for item in items:
+        (folder / f"{item['id']}.json").write_text(json.dumps(item))
+    with StacServer([folder]) as srv:
+        assert [i["id"] for i in srv.documents.items] == [items[0]["id"]]
+        assert len(srv.documents.skipped) == 2
+        assert "names no 'collection'" in srv.documents.skipped[0]
+        assert "not a string id" in srv.documents.skipped[1]
+        found = requests.get(f"{srv.url}/search", timeout=10).json()["features"]
+        assert [f["id"] for f in found] == [items[0]["id"]]
+    with pytest.raises(ServerError, match="names no 'collection'"):
+        StacServer([folder], strict=True).start()
+    out = CliRunner().invoke(main, ["catalog", "serve", "--strict", str(folder)])
+    assert out.exit_code == 2 and "names no 'collection'" in out.output
 
 
 def test_item_files_ndjson_and_feature_collection(tmp_path: Path) -> None:

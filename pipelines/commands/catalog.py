@@ -22,15 +22,30 @@ def catalog_group() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="Default: a free port.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-def serve_cmd(paths: tuple[Path, ...], port: int, host: str) -> None:
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse an unusable item (e.g. one without a collection) instead of leaving it out.",
+)
+def serve_cmd(paths: tuple[Path, ...], port: int, host: str, strict: bool) -> None:
     """Serve DIR_OR_ITEM_FILES (a world directory, or item/collection files) as a STAC API.
 
     Runs in the foreground until Ctrl-C, SIGTERM or SIGHUP; each stops the server process
     and removes its temporary directory. Point pystac-client or `terracorpus search` at the
-    printed URL.
+    printed URL. Items a STAC API cannot serve (no `collection`) are left out with a warning
+    and counted; `--strict` refuses them.
     """
-    with _stop_on_signals(), StacServer(list(paths), port=port, host=host) as server:
+    with (
+        _stop_on_signals(),
+        StacServer(list(paths), port=port, host=host, strict=strict) as server,
+    ):
         docs = server.documents
+        if docs.skipped:
+            click.echo(
+                f"warning: left out {len(docs.skipped)} unusable item(s), e.g. "
+                f"{docs.skipped[0]} (--strict refuses them)",
+                err=True,
+            )
         click.echo(
             f"STAC API at {server.url} serving {len(docs.items)} items in "
             f"{len(server.collection_ids())} collections ({', '.join(server.collection_ids())})"
