@@ -95,7 +95,9 @@ def _catalog(
     return written
 
 
-def _config(api_url: str, blobs: RangeServer, run_dir: Path, auth: str, items: list[Any]) -> Any:
+def _config(  # type: ignore[no-untyped-def]
+    api_url: str, blobs: RangeServer, run_dir: Path, auth: str, items: list[Any], scheduler: str
+):
     bbox = [
         min(i.item["bbox"][0] for i in items),
         min(i.item["bbox"][1] for i in items),
@@ -122,7 +124,7 @@ def _config(api_url: str, blobs: RangeServer, run_dir: Path, auth: str, items: l
             },
             "group": {"chip_size_m": 480.0, "min_sensors": 1},
             "describe": {"batch_size": 4},
-            "dask": {"workers": 1, "threads_per_worker": 2},
+            "dask": {"scheduler": scheduler},
         }
     )
 
@@ -160,6 +162,22 @@ def _expected(w: Written, band: str, chip: np.ndarray, shape: tuple[int, ...]) -
 
 
 @pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """One small cluster for the module: each stage would otherwise start its own."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=40,
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
 def blob_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("real-items")
 
@@ -171,7 +189,7 @@ def blobs(blob_root: Path) -> Iterator[RangeServer]:
 
 
 def test_planetary_computer_style_before_and_after_baseline_0400(
-    shared_stac_items: Path, blobs: RangeServer, blob_root: Path, tmp_path: Path
+    shared_stac_items: Path, blobs: RangeServer, blob_root: Path, scheduler: str, tmp_path: Path
 ) -> None:
     blobs.configure(require_token=True, token_ttl_s=600, claimed_ttl_s=600)
     try:
@@ -185,7 +203,8 @@ def test_planetary_computer_style_before_and_after_baseline_0400(
         )
         run_dir = tmp_path / "run"
         with StacServer([tmp_path / "catalog"]) as api:
-            config = _config(api.url, blobs, run_dir, "planetary-computer", [*written.values()])
+            items = [*written.values()]
+            config = _config(api.url, blobs, run_dir, "planetary-computer", items, scheduler)
             curate(config, echo=lambda s: None)
         assert blobs.signed or blobs.token_requests > 0
     finally:
@@ -200,7 +219,7 @@ def test_planetary_computer_style_before_and_after_baseline_0400(
 
 
 def test_earth_search_style_v0_and_v1(
-    shared_stac_items: Path, blobs: RangeServer, blob_root: Path, tmp_path: Path
+    shared_stac_items: Path, blobs: RangeServer, blob_root: Path, scheduler: str, tmp_path: Path
 ) -> None:
     v0 = json.loads((shared_stac_items / ES_V0).read_text())
     written = _catalog(
@@ -214,7 +233,8 @@ def test_earth_search_style_v0_and_v1(
     )
     run_dir = tmp_path / "run"
     with StacServer([tmp_path / "catalog"]) as api:
-        curate(_config(api.url, blobs, run_dir, "none", [*written.values()]), echo=lambda s: None)
+        config = _config(api.url, blobs, run_dir, "none", [*written.values()], scheduler)
+        curate(config, echo=lambda s: None)
     ids = list(written)
     _check_reflectance(run_dir, written, {ids[0]: 0.0, ids[1]: -0.1})
     scenes = pd.read_parquet(run_dir / "scenes.parquet").set_index("id")
