@@ -214,3 +214,31 @@ def test_scenes_table_keeps_radiometry(shared_stac_items: Path, registry: Sensor
     # A table written before the column existed still reads: the registry's values apply.
     old = scenes_from_frame(frame.drop(columns=["radiometry"]))
     assert old[0].radiometry == () and old[0].radiometry_of("B04") is None
+
+
+def test_search_records_an_impossible_item_as_a_failure(
+    shared_stac_items: Path, registry: SensorRegistry, tmp_path: Path
+) -> None:
+    from terracorpus.catalogs.search import ApiQuery, search_scenes
+    from terracorpus.catalogs.server import StacServer
+
+    items = [_pc(shared_stac_items, "landsat-c2-l2-pc.json", k) for k in range(4)]
+    bad = items[1]["id"]
+    items[1]["assets"]["nir08"]["raster:bands"][0]["scale"] = 1.0  # DN taken for reflectance
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    area = (
+        min(i["bbox"][0] for i in items),
+        min(i["bbox"][1] for i in items),
+        max(i["bbox"][2] for i in items),
+        max(i["bbox"][3] for i in items),
+    )
+    with StacServer([path]) as api:
+        query = [ApiQuery(api.url, ("landsat-c2-l2",))]
+        result = search_scenes(query, area, None, None, 100, registry, tile_degrees=10)
+        with pytest.raises(ItemParseError, match=bad):
+            search_scenes(query, area, None, None, 100, registry, tile_degrees=10, strict=True)
+    assert sorted(s.id for s in result.scenes) == sorted(i["id"] for i in items if i["id"] != bad)
+    [failure] = result.failures
+    assert failure.key == f"landsat-c2-l2/{bad}" and "band SR_B5" in failure.reason
+    assert "item_radiometry: false" in failure.reason
