@@ -223,11 +223,11 @@ def read_scene_chips(
     except AccessError as e:
         detail = f"scene {scene.id}: {e}"
         return [ChipFailure(r.chip_id, "access_denied", detail) for r in requests]
-    return [_explained(_possible(r, sensor, names), gate, hrefs, denied) for r in out]
+    return [_explained(_possible(r, scene, sensor, names), gate, hrefs, denied) for r in out]
 
 
 def _possible(
-    result: ChipPixels | ChipFailure, sensor: Sensor, names: Sequence[str]
+    result: ChipPixels | ChipFailure, scene: SceneRecord, sensor: Sensor, names: Sequence[str]
 ) -> ChipPixels | ChipFailure:
     """A chip whose reflectance cannot be real (a corrupt but decodable raster) fails as
     ``impossible_values`` (:func:`terracorpus.curation.physical.impossible_reflectance`)."""
@@ -240,10 +240,11 @@ def _possible(
         if np.issubdtype(px.dtype, np.integer)
         else np.zeros(px.shape[1:], dtype=bool)
     )
+    rads = [band_radiometry(scene, b) for b in bands]  # the item's own scale and offset
     why = impossible_reflectance(
         px,
-        [b.scale for b in bands],
-        [b.offset for b in bands],
+        [r.scale for r in rads],
+        [r.offset for r in rads],
         [b.center_wavelength for b in bands],
         ~result.nodata & ~saturated,
         names,
