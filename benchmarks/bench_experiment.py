@@ -44,10 +44,10 @@ TIME_TARGET_S = 3600.0  # the whole comparison on 2 CPU cores
 
 def curated_run(out: Path, preset: str, seed: int) -> tuple[Path, Path]:
     """(run directory, world directory): the world built and curated once, reused after."""
-    world = create_world(out / "world", preset=preset, seed=seed)
     run = out / "run"
     if (run / "selection.parquet").exists():
-        return run, Path(world.out)
+        return run, out / "world"
+    world = create_world(out / "world", preset=preset, seed=seed)
     demo = DemoPreset(world=preset, chip_size_m=480.0, train_steps=0, train_minutes=0.0)
     with StacServer([world.out], host="127.0.0.1") as server:
         cfg = demo_run_config(world, server.url, run, demo)

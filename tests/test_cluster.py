@@ -43,3 +43,16 @@ def test_unreachable_scheduler_is_a_clear_error() -> None:
         dask_client(DaskConfig(scheduler=f"tcp://127.0.0.1:{port}")),
     ):
         pass
+
+
+def test_a_cluster_that_misses_its_shutdown_timeout_does_not_fail_the_finished_stage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from terracorpus.pipelines.cluster import _close
+
+    class Slow:
+        def close(self) -> None:
+            raise TimeoutError  # what distributed raises when a nanny misses its kill timeout
+
+    _close(Slow())  # type: ignore[arg-type]
+    assert "did not shut down within its timeout" in caplog.text

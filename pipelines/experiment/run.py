@@ -174,7 +174,7 @@ def run_corpora_experiment(
         jobs = [
             Job(arm, s, corpora[(arm, s)], pool, out / "jobs" / arm / f"seed-{s}",
                 train.config(), train.folds, train.shots)
-            for arm in arms for s in range(seeds)
+            for s in range(seeds) for arm in arms  # seed-major: a cut-short run stays balanced
         ]  # fmt: skip
         scores = run_jobs(jobs, parallel, echo)
         results = summarize(
@@ -240,7 +240,7 @@ def run_models_experiment(
         jobs = [
             Job(v, s, pool, pool, out / "jobs" / v / f"seed-{s}", train.config(**VARIANTS[v]),
                 train.folds, train.shots)
-            for v in variants for s in range(seeds)
+            for s in range(seeds) for v in variants
         ]  # fmt: skip
         scores = run_jobs(jobs, parallel, echo)
         reference = "complementary" if "complementary" in variants else None
