@@ -39,6 +39,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from terracorpus.curation.ap import APParams, sample_preference
 from terracorpus.curation.hierarchical import APResult, hierarchical_ap
+from terracorpus.curation.metrics import class_entropy, residual_duplicate_share
 from terracorpus.curation.selection import SelectionPolicy, select
 from terracorpus.pipelines.cluster import dask_client
 from terracorpus.pipelines.config import DaskConfig
@@ -466,7 +467,6 @@ def curation_value(run_dir: Path, world_dir: Path, seed: int = 0) -> dict[str, f
     draws = np.zeros((RANDOM_DRAWS, len(kept)), bool)
     for d in draws:
         d[rng.choice(len(kept), int(kept.sum()), replace=False)] = True
-    r2 = config.dedup.duplicate_radius**2
     group_pos = pd.Series(np.arange(len(anchors)), index=anchors["group_id"])
     chip_group = chips["group_id"].map(group_pos).to_numpy()
     low = pd.to_numeric(chips["information"], errors="coerce").to_numpy() < (
@@ -480,18 +480,10 @@ def curation_value(run_dir: Path, world_dir: Path, seed: int = 0) -> dict[str, f
     ]
 
     def entropy(mask: np.ndarray) -> float:
-        counts = np.bincount(cls[mask])
-        q = counts[counts > 0] / counts.sum()
-        return float(-(q * np.log2(q)).sum())
+        return class_entropy(cls[mask])
 
     def dup_rate(mask: np.ndarray) -> float:
-        x = X[mask & np.isfinite(X).all(axis=1)]
-        if len(x) < 2:
-            return 0.0
-        sq = np.einsum("ij,ij->i", x, x)
-        d = sq[:, None] - 2 * x @ x.T + sq[None, :]
-        np.fill_diagonal(d, np.inf)
-        return float((d.min(axis=1) <= r2).mean())
+        return residual_duplicate_share(X[mask], config.dedup.duplicate_radius)
 
     def chip_kept(group_mask: np.ndarray | None) -> np.ndarray:
         """Ours (None): the selection's own chip decisions; a draw: every chip of its groups."""
