@@ -5,7 +5,8 @@ Precedence, per band (docs/sensors.md, "Radiometry"):
 1. the item: ``raster:bands`` on the band's asset (STAC 1.0, raster extension 1.x: ``scale``,
    ``offset``, ``nodata``) or the STAC 1.1 ``bands`` (``raster:scale``, ``raster:offset``,
    ``nodata``; also on the asset itself), unless the sensor says ``item_radiometry: false``;
-2. the sensor's rules (``radiometry_rules``), e.g. Sentinel-2's processing-baseline offset;
+2. the sensor's rules (``radiometry_rules``), e.g. Sentinel-2's processing-baseline offset
+   (a rule in ``OVER_ITEM`` decides before step 1: Earth Search's ``boa_offset_applied``);
 3. the registry's default for the band.
 
 Scale and offset are taken together: an item that declares either is the source of both (a
@@ -124,12 +125,17 @@ def _resolve(
     nodata = band.nodata
     if sensor.item_radiometry and "nodata" in declared:
         nodata = _nodata(declared["nodata"], item_id, key)
+    for name in (n for n in sensor.radiometry_rules if n in OVER_ITEM):
+        decided = RULES[name](props, when, band)
+        if decided is not None:  # the item states a fact its raster:bands ignore
+            source, (scale, offset) = decided
+            return BandRadiometry(scale, offset, nodata, source)
     if sensor.item_radiometry and ("scale" in declared or "offset" in declared):
         scale = _finite(declared.get("scale", 1.0), item_id, key, "scale")
         offset = _finite(declared.get("offset", 0.0), item_id, key, "offset")
         _check_plausible(sensor, band, scale, offset, item_id, key)
         return BandRadiometry(scale, offset, nodata, "item")
-    for name in sensor.radiometry_rules:
+    for name in (n for n in sensor.radiometry_rules if n not in OVER_ITEM):
         decided = RULES[name](props, when, band)
         if decided is not None:
             source, (scale, offset) = decided
@@ -209,12 +215,17 @@ def _s2_baseline(props: Json) -> tuple[int, int] | None:
     return None
 
 
-def _s2_offset_applied(props: Json) -> bool:
-    """Earth Search's flag that it already added BOA_ADD_OFFSET to the stored values."""
-    return any(
+def s2_boa_offset_applied(
+    props: Json, when: datetime, band: Band
+) -> tuple[str, ScaleOffset] | None:
+    """Earth Search's ``earthsearch:boa_offset_applied: true`` (v0: ``sentinel:...``): it
+    already added BOA_ADD_OFFSET (-1000) to the stored values, so reflectance is stored / 10000,
+    offset 0, whatever its ``raster:bands`` say (they say -0.1 on every v1 item)."""
+    applied = any(
         props.get(k) is True
         for k in ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied")
     )
+    return ("rule:s2-boa-offset-applied", (band.scale, 0.0)) if applied else None
 
 
 def s2_processing_baseline(
@@ -224,11 +235,8 @@ def s2_processing_baseline(
 
     The baseline is read from the item; an item that declares none is placed by its
     acquisition time (baseline 04.00 went live on 25 January 2022; reprocessed older products
-    are published as ``sentinel-2-c1-l2a``, whose items declare their radiometry). Earth
-    Search's ``boa_offset_applied: true`` means the offset is already in the stored values.
+    are published as ``sentinel-2-c1-l2a``, whose items declare their radiometry).
     """
-    if _s2_offset_applied(props):
-        return "rule:s2-boa-offset-applied", (band.scale, 0.0)
     baseline = _s2_baseline(props)
     if baseline is not None:
         offset = S2_BOA_ADD_OFFSET if baseline >= (4, 0) else 0.0
@@ -237,5 +245,11 @@ def s2_processing_baseline(
     return "rule:s2-processing-baseline-date", (band.scale, offset)
 
 
-RULES: dict[str, Rule] = {"s2-processing-baseline": s2_processing_baseline}
-"""Rules a sensor may name in ``radiometry_rules``."""
+RULES: dict[str, Rule] = {
+    "s2-boa-offset-applied": s2_boa_offset_applied,
+    "s2-processing-baseline": s2_processing_baseline,
+}
+"""Rules a sensor may name in ``radiometry_rules``, tried in the order it names them."""
+OVER_ITEM = frozenset({"s2-boa-offset-applied"})
+"""Rules that decide before the item's raster:bands: they read a statement of the item about
+its stored values that its raster:bands contradict."""

@@ -113,6 +113,23 @@ def test_item_raster_bands_win(shared_stac_items: Path, registry: SensorRegistry
     assert _rad(item, registry, "B03").source == "rule:s2-processing-baseline"
 
 
+def test_earth_search_offset_applied_flag_wins_over_its_raster_bands(
+    shared_stac_items: Path, registry: SensorRegistry
+) -> None:
+    # Earth Search v1 declares offset -0.1 on every item, also where it already shifted the
+    # stored values back (earthsearch:boa_offset_applied: true): the flag decides.
+    item = _item(shared_stac_items, ES_V0)
+    item["properties"].update(
+        {"datetime": "2023-07-14T11:55:52Z", "earthsearch:boa_offset_applied": True}
+    )
+    item["assets"]["B04"]["raster:bands"] = [{"nodata": 0, "scale": 0.0001, "offset": -0.1}]
+    assert _rad(item, registry, "B04") == BandRadiometry(
+        0.0001, 0.0, 0.0, "rule:s2-boa-offset-applied"
+    )
+    item["properties"]["earthsearch:boa_offset_applied"] = False
+    assert _rad(item, registry, "B04") == BandRadiometry(0.0001, -0.1, 0.0, "item")
+
+
 def test_stac_1_1_bands(shared_stac_items: Path, registry: SensorRegistry) -> None:
     item = _pc(shared_stac_items, "sentinel-2-l2a-pc.json")
     item["stac_version"] = "1.1.0"
