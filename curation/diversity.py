@@ -5,7 +5,10 @@ next to 1 January and opposite seasons are 2 apart) and the time in years along 
 weighted by :data:`YEAR_WEIGHT` (one year apart, same season: 0.25 apart; eight years apart:
 as far as opposite seasons). Members are picked by greedy farthest-point selection: each pick
 is the candidate farthest from every date already in the group (the anchor included). That
-spreads a group over seasons before years, and never piles up the N nearest dates.
+spreads a group over seasons before years, and never piles up the N nearest dates. One
+acquisition joins a group once: a candidate of the same sensor as the anchor or as a picked
+member, dated within :data:`SAME_PASS_S` of it (another tile of the same pass, e.g. the
+neighbouring UTM zone's tile over the same ground), is set aside untested.
 
 Coverage is checked lazily: a candidate is only tested against the footprint when it would be
 picked, and a failing one is set aside. The order of tests depends only on the candidates and
@@ -25,6 +28,8 @@ YEAR_WEIGHT = 0.25
 DAYS_PER_YEAR = 365.2425
 CLOUD_PENALTY = 1e-3
 """Score lost per 100 % cloud: breaks near-ties in favour of clearer scenes."""
+SAME_PASS_S = 1.0
+"""Scenes of one sensor dated this close (seconds) are one acquisition: one per group."""
 
 
 def time_features(days: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -127,6 +132,7 @@ class _Greedy:
         self.total = 1
         self.picked: list[tuple[int, float]] = []
         self.tested: list[tuple[int, bool]] = []
+        self._same_pass(anchor_sensor, self.min_dist)
 
     def _open_sensors(self) -> NDArray[np.bool_]:
         open_: NDArray[np.bool_] = (self.count < self.rules.max_members_per_sensor)[self.c.sensor]
@@ -155,9 +161,21 @@ class _Greedy:
         self.picked.append((k, frac))
         self.count[self.c.sensor[k]] += 1
         self.total += 1
-        self.min_dist = np.minimum(self.min_dist, _distance(self.c.features, self.c.features[k]))
+        dist = _distance(self.c.features, self.c.features[k])
+        self.min_dist = np.minimum(self.min_dist, dist)
+        self._same_pass(int(self.c.sensor[k]), dist)
+
+    def _same_pass(self, sensor: int, dist: NDArray[np.float64]) -> None:
+        """Set aside the candidates of ``sensor`` dated within a second of an image taken."""
+        self.alive &= ~((self.c.sensor == sensor) & (dist <= _SAME_PASS_DISTANCE))
 
 
 def _distance(points: NDArray[np.float64], p: NDArray[np.float64]) -> NDArray[np.float64]:
     d: NDArray[np.float64] = np.sqrt(((points - p) ** 2).sum(axis=1))
     return d
+
+
+# The date-space distance of SAME_PASS_S (about 2e-7; float64 dates resolve 1e-14).
+_SAME_PASS_DISTANCE = float(
+    _distance(time_features(np.array([0.0])), time_features(np.array([SAME_PASS_S / 86400.0])))[0]
+)

@@ -234,3 +234,19 @@ def test_huge_grid_in_an_old_scenes_table_is_refused_without_allocating() -> Non
     huge = dataclasses.replace(s, grids=((s.gsd, Grid(grid.transform, (10_000_000, 10_000_000))),))
     params = GroupParams(chip_size_m=960.0)
     assert _reasons([*_world(), huge], params)["s2-huge"] == "too_many_chips"
+
+
+@pytest.mark.parametrize("anchor", [None, LS])
+def test_tiles_of_one_pass_never_join_a_group_twice(anchor: str | None) -> None:
+    # One Sentinel-2 pass published as two tiles, UTM 33 and UTM 32, over the same ground:
+    # both are kept by search (a provider's own tiles), but one group takes one of them, as
+    # anchor or member, never both (a second "date" 0 days apart).
+    when = T0 + timedelta(days=100)
+    z33 = scene_at("s2-pass-z33", S2, when, LON, LAT, 10_000.0, crs="EPSG:32633")
+    z32 = scene_at("s2-pass-z32", S2, when, LON, LAT, 10_000.0, crs="EPSG:32632")
+    landsat = [s for s in _world() if s.sensor == LS][:3]
+    params = GroupParams(chip_size_m=960.0, anchor_sensor=anchor, max_members_per_sensor=4)
+    groups = build_groups([*landsat, z33, z32], params)
+    pass_ids = {"s2-pass-z33", "s2-pass-z32"}
+    seen = [len(pass_ids & {m.scene_id for m in g.members}) for g in groups]
+    assert groups and max(seen) == 1
