@@ -114,3 +114,22 @@ def test_a_corpus_marked_complete_with_an_array_missing_is_invalid(
     report = validate_corpus(str(bad))
     assert any(p.where == f"sensors/{S2}/group_index" for p in report.problems)
     assert np.any(["missing" in p.what for p in report.problems])
+
+
+def test_damaged_root_attributes_are_problems_not_tracebacks(corpus: Path, tmp_path: Path) -> None:
+    import json
+
+    bad = _copy(corpus, tmp_path)
+    meta_file = bad / "corpus.zarr" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    attrs = meta["attributes"]["terracorpus"]
+    attrs["shards"] = [{"path": "sensors/x/pixels/c/0/0/0/0"}]  # no rows, size or digest
+    attrs["sensors"][S2] = {"bands": "not a list"}
+    meta_file.write_text(json.dumps(meta))
+    report = validate_corpus(str(bad))
+    where = {p.where for p in report.problems}
+    assert f"sensors/{S2}" in where and "corpus.zarr shards" in where, report.problems
+    attrs["counts"] = {"images": "many"}
+    meta_file.write_text(json.dumps(meta))
+    report = validate_corpus(str(bad))
+    assert any("'counts' is malformed" in p.what for p in report.problems)

@@ -10,7 +10,9 @@ corpus at all, or of a format version this code cannot read, raises :class:`Corp
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -104,17 +106,38 @@ def validate_corpus(
     if missing:
         report.add("corpus.zarr", f"root attributes lack {missing}")
         return report
-    counts = {s: int(n) for s, n in meta["counts"]["images"].items()}
-    report.images, report.groups = sum(counts.values()), int(meta["counts"]["groups"])
-    for sensor, n in counts.items():
-        desc = meta["sensors"].get(sensor)
-        _check_sensor(root, sensor, n, desc, report)
-        if meta.get("format_version", 1) >= 2 and desc is not None:
-            _check_band_arrays(root, sensor, n, len(desc["bands"]), report)
-    _check_groups(root, counts, report.groups, report)
-    _check_shards(loc, meta["shards"], counts, report)
-    _check_manifest(loc, root, counts, report, check_pixels)
+    try:
+        counts = {str(s): int(n) for s, n in meta["counts"]["images"].items()}
+        report.images, report.groups = sum(counts.values()), int(meta["counts"]["groups"])
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        report.add("corpus.zarr", f"root attribute 'counts' is malformed ({type(e).__name__}: {e})")
+        return report
+    checks: list[tuple[str, Callable[[], None]]] = [
+        *(
+            (f"{SENSORS_GROUP}/{s}", partial(_check_sensor, root, s, n, _sensor(meta, s), report))
+            for s, n in counts.items()
+        ),
+        *(
+            (f"{SENSORS_GROUP}/{s}", partial(_check_image_radiometry, root, s, n, meta, report))
+            for s, n in counts.items()
+            if meta.get("format_version", 1) >= 2 and _sensor(meta, s) is not None
+        ),
+        (GROUPS_GROUP, partial(_check_groups, root, counts, report.groups, report)),
+        ("corpus.zarr shards", partial(_check_shards, loc, meta["shards"], counts, report)),
+        ("manifest.parquet", partial(_check_manifest, loc, root, counts, report, check_pixels)),
+    ]
+    for where, check in checks:
+        try:
+            check()
+        except Exception as e:  # damaged metadata of a kind no check foresaw: still a problem
+            report.add(where, f"could not be checked: {type(e).__name__}: {e}")
     return report
+
+
+def _sensor(meta: dict[str, Any], sensor: str) -> dict[str, Any] | None:
+    sensors = meta.get("sensors")
+    desc = sensors.get(sensor) if isinstance(sensors, dict) else None
+    return desc if isinstance(desc, dict) else None
 
 
 def _array(root: zarr.Group, path: str) -> zarr.Array[Any] | None:
@@ -167,6 +190,14 @@ def _check_sensor(
         _decoded(label, f"{base}/label", report)
 
 
+def _check_image_radiometry(
+    root: zarr.Group, sensor: str, n: int, meta: dict[str, Any], report: ValidationReport
+) -> None:
+    desc = _sensor(meta, sensor)
+    if desc is not None:
+        _check_band_arrays(root, sensor, n, len(desc["bands"]), report)
+
+
 def _check_band_arrays(
     root: zarr.Group, sensor: str, n: int, bands: int, report: ValidationReport
 ) -> None:
@@ -179,8 +210,10 @@ def _check_band_arrays(
             report.add(path, "missing array")
         elif arr.shape != (n, bands) or arr.dtype != np.dtype(dtype):
             report.add(path, f"{arr.shape} {arr.dtype}, expected {(n, bands)} {dtype}")
-        elif name != "nodata" and not np.isfinite(np.asarray(arr[:])).all():
-            report.add(path, "holds values that are not finite numbers")
+        elif name != "nodata":
+            values = _decoded(arr, path, report)
+            if values is not None and not np.isfinite(values).all():
+                report.add(path, "holds values that are not finite numbers")
 
 
 def _check_groups(
