@@ -249,3 +249,28 @@ def test_cli_classes_prints_the_proportions(world: WorldSummary) -> None:
     bad = CliRunner().invoke(main, ["world", "classes", str(world.out), "--year", "1999"])
     assert bad.exit_code != 0 and "no truth for 1999" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_a_world_of_the_older_format_is_reused_with_a_warning(
+    world: WorldSummary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from terracorpus.catalogs.world import create_world
+
+    old = tmp_path / "old"
+    old.mkdir()
+    doc = read_world(world.out)
+    doc["format_version"] = 1
+    del doc["years"]
+    for r in doc["regions"]:
+        r["truth"] = r["truth"]["2021"]  # format 1: one truth file per region
+    (old / "world.json").write_text(json.dumps(doc))
+    shutil.copytree(world.out / "truth", old / "truth")
+    with caplog.at_level("WARNING"):
+        assert create_world(old, preset="tiny", seed=0).preset == "tiny"
+    assert "older terracorpus" in caplog.text and "delete it to rebuild" in caplog.text
+    assert world_years(old) == [2021]  # a format-1 world reads as its one year
+    region = _region(doc, "hubei-lakes")
+    assert np.array_equal(
+        _truth(world, region, None),
+        read_truth(old, tuple(region["bounds"]), f"EPSG:{region['epsg']}"),
+    )

@@ -125,6 +125,16 @@ def _prepare_out(out: Path, ident: dict[str, Any]) -> WorldSummary | None:
         doc = read_world(out)
         found = _identity(doc.get("preset", "?"), doc.get("seed", -1), doc.get("sentinel1", False))
         if found == ident:
+            if doc.get("format_version") != FORMAT_VERSION:
+                log.warning(
+                    "%s holds a world of %s built by an older terracorpus (format %s; this one "
+                    "writes %s: several years and change events); it is used as it is: "
+                    "delete it to rebuild",
+                    out,
+                    _describe(found),
+                    doc.get("format_version"),
+                    FORMAT_VERSION,
+                )
             return summary_from_json(out, doc)
         raise WorldError(
             f"{out} already holds a world of {_describe(found)}; "
