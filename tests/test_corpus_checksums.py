@@ -135,9 +135,7 @@ def test_damaged_root_attributes_are_problems_not_tracebacks(corpus: Path, tmp_p
     assert any("'counts' is malformed" in p.what for p in report.problems)
 
 
-def test_a_damaged_root_zarr_json_is_one_line_not_a_traceback(
-    corpus: Path, tmp_path: Path
-) -> None:
+def test_a_damaged_root_zarr_json_is_one_line_not_a_traceback(corpus: Path, tmp_path: Path) -> None:
     bad = _copy(corpus, tmp_path)
     (bad / "corpus.zarr" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "gr')
     result = CliRunner().invoke(main, ["corpus", "validate", str(bad)])
