@@ -450,12 +450,15 @@ def curation_value(run_dir: Path, world_dir: Path, seed: int = 0) -> dict[str, f
     from terracorpus.pipelines.stages.dedup import features, read_chips
 
     config = config_for(run_dir, None)
-    chips, names = read_chips(RunDir(run_dir, config, allow_mixed=True))
+    table = read_chips(RunDir(run_dir, config, allow_mixed=True))  # sorted by chip id
+    # the whole table (scene ids too) for the analysis, in the chip table's row order
+    chips = read_parquet(run_dir / "chips.parquet").sort_values("chip_id", kind="stable")
     selection = read_parquet(run_dir / "selection.parquet")
     groups = read_parquet(run_dir / "groups.parquet")
-    chips = chips.merge(selection[["chip_id", "kept"]], on="chip_id")
-    anchors = chips[chips["role"] == "anchor"].reset_index(drop=True)
-    X = features(anchors, names, config.dedup)
+    chips = chips.reset_index(drop=True).merge(selection[["chip_id", "kept"]], on="chip_id")
+    anchor_rows = np.flatnonzero(table.anchor)
+    anchors = chips.iloc[anchor_rows].reset_index(drop=True)
+    X = features(table.take(anchor_rows), config.dedup)
     classes = {}
     for gid, geom in zip(groups["group_id"], groups.geometry, strict=True):
         codes = read_truth(world_dir, geom.bounds, "EPSG:4326")

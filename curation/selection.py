@@ -5,13 +5,14 @@ Decisions are per group and made on its anchor chip (the chip that was clustered
 1. Quality rules drop an anchor whose descriptor is not finite or that was not clustered
    (``invalid_descriptor``), whose ``nodata_fraction`` exceeds ``max_nodata`` (``nodata``),
    whose ``cloud_fraction`` exceeds ``max_cloud`` (``cloud``) or whose ``information`` is
-   below ``min_information`` (``low_information``). A missing column or a NaN value does not fail its rule.
+   below ``min_information`` (``low_information``). An unknown (NaN) value does not fail its rule.
+   The chips come as a :class:`~terracorpus.curation.chips.ChipTable`, parsed at the edge.
 2. Within each cluster the remaining anchors are ranked: the exemplar first, then by
    ``information`` (highest first), then by row order. The exemplar is kept first; the quota is
    then filled by **information-weighted farthest-point** order (``fill="farthest"``, default):
    each next place goes to the anchor with the largest distance to its nearest kept anchor of
-   the cluster times its ``information`` (clipped to [0, 1]; unknown counts 0; without the
-   column, distance alone), ties broken by the ranking. The places thus cover the cluster's
+   the cluster times its ``information`` (clipped to [0, 1]; unknown counts 0; when no
+   chip has a score, distance alone), ties broken by the ranking. The places thus cover the cluster's
    spread (a rare sub-mode, another land cover merged into a big cluster) instead of crowding
    around its densest, most textured part, and the weight keeps them from chasing flat
    outliers (plain farthest-point picks the flattest chips first: low texture is what sets
@@ -43,6 +44,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from terracorpus.curation.chips import ChipTable
 from terracorpus.curation.errors import ClusteringError
 from terracorpus.curation.params import check_settings, setting
 
@@ -50,11 +52,6 @@ I64 = NDArray[np.int64]
 F32 = NDArray[np.float32]
 
 KEPT_REASONS = ("exemplar", "quota", "member_of_kept_group")
-QUALITY_RULES = (  # (column, reason), checked in this order
-    ("nodata_fraction", "nodata"),
-    ("cloud_fraction", "cloud"),
-    ("information", "low_information"),
-)
 _CHUNK = 256
 _FARTHEST_ROWS = 16_384  # rows per distance pass of the farthest-point fill
 
@@ -89,7 +86,7 @@ class SelectionPolicy:
 
 
 def select(
-    chips: pd.DataFrame,
+    chips: ChipTable,
     labels: I64,
     X: F32,
     policy: SelectionPolicy,
@@ -98,8 +95,7 @@ def select(
     """Decide, for every chip, whether it is kept and why.
 
     Args:
-        chips: one row per chip with ``chip_id``, ``group_id``, optionally ``role``
-            ("anchor" | "member"; without it every chip is an anchor) and the quality columns.
+        chips: the chips (ids, groups, roles, quality fractions).
         labels: (len(chips),) cluster id of every clustered anchor, -1 for rows not clustered
             (members, invalid descriptors).
         X: (len(chips), D) standardised descriptors (rows of non-clustered chips unused).
@@ -115,8 +111,8 @@ def select(
     if len(labels) != n or len(X) != n:
         raise ClusteringError(f"{n} chips but {len(labels)} labels and {len(X)} descriptor rows")
     is_ex = np.zeros(n, bool) if exemplars is None else np.asarray(exemplars, dtype=bool)
-    role = _roles(chips)
-    anchor = role == "anchor"
+    role = chips.role
+    anchor = chips.anchor
     quality = _quality_reasons(chips, policy)
     quality[~np.isfinite(X).all(axis=1)] = "invalid_descriptor"
     reason = np.full(n, "", dtype=object)
@@ -124,15 +120,16 @@ def select(
     reason[bad_desc] = "invalid_descriptor"
     reason[anchor & ~bad_desc] = quality[anchor & ~bad_desc]
     eligible = anchor & (reason == "")
-    _decide_clusters(reason, eligible, labels, X, is_ex, _priority(chips), policy)
+    priority = _priority(chips)
+    _decide_clusters(reason, eligible, labels, X, is_ex, priority, policy)
     kept = np.isin(reason, KEPT_REASONS)
-    _follow_anchors(chips, role, reason, kept, quality)
-    _drop_member_repeats(chips, role, reason, X, _priority(chips), policy.duplicate_radius)
-    cluster_of = _anchor_cluster(chips, role, labels)
+    _follow_anchors(chips.group_id, role, reason, kept, quality)
+    _drop_member_repeats(chips.group_id, role, reason, X, priority, policy.duplicate_radius)
+    cluster_of = _anchor_cluster(chips.group_id, role, labels)
     return pd.DataFrame(
         {
-            "chip_id": chips["chip_id"].to_numpy(),
-            "group_id": chips["group_id"].to_numpy(),
+            "chip_id": chips.chip_id,
+            "group_id": chips.group_id,
             "role": role,
             "cluster_id": cluster_of,
             "is_exemplar": is_ex & anchor,
@@ -142,48 +139,23 @@ def select(
     )
 
 
-def _roles(chips: pd.DataFrame) -> NDArray[np.object_]:
-    for col in ("chip_id", "group_id"):
-        if col not in chips:
-            raise ClusteringError(f"chips need a {col!r} column; columns are {list(chips.columns)}")
-    if chips["chip_id"].duplicated().any():
-        dup = chips["chip_id"][chips["chip_id"].duplicated()].iloc[0]
-        raise ClusteringError(f"chip ids must be unique; {dup!r} appears more than once")
-    if "role" not in chips:
-        return np.full(len(chips), "anchor", dtype=object)
-    role = chips["role"].astype(str).to_numpy(dtype=object)
-    anchors = chips.loc[role == "anchor", "group_id"]
-    if anchors.duplicated().any():
-        raise ClusteringError(
-            f"group {anchors[anchors.duplicated()].iloc[0]!r} has more than one anchor chip"
-        )
-    return role
-
-
-def _quality_reasons(chips: pd.DataFrame, policy: SelectionPolicy) -> NDArray[np.object_]:
-    """The first failed quality rule of every row ("" when it passes them all)."""
+def _quality_reasons(chips: ChipTable, policy: SelectionPolicy) -> NDArray[np.object_]:
+    """The first failed quality rule of every row ("" when it passes them all); an unknown
+    (NaN) value passes its rule."""
     reason = np.full(len(chips), "", dtype=object)
-    limits = {
-        "nodata": lambda v: v > policy.max_nodata,
-        "cloud": lambda v: v > policy.max_cloud,
-        "low_information": lambda v: v < policy.min_information,
-    }
-    for column, name in QUALITY_RULES:
-        if column not in chips:
-            continue
-        values = pd.to_numeric(chips[column], errors="coerce").to_numpy(dtype=np.float64)
-        with np.errstate(invalid="ignore"):
-            fails = limits[name](values) & ~np.isnan(values)
+    rules = (  # checked in this order
+        ("nodata", chips.nodata_fraction > policy.max_nodata),
+        ("cloud", chips.cloud_fraction > policy.max_cloud),
+        ("low_information", chips.information < policy.min_information),
+    )
+    for name, fails in rules:
         reason[(reason == "") & fails] = name
     return reason
 
 
-def _priority(chips: pd.DataFrame) -> NDArray[np.float64]:
-    """Higher first: information when present (NaN last), else all equal (row order)."""
-    if "information" not in chips:
-        return np.zeros(len(chips))
-    info = pd.to_numeric(chips["information"], errors="coerce").to_numpy(dtype=np.float64)
-    out: NDArray[np.float64] = np.nan_to_num(info, nan=-np.inf)
+def _priority(chips: ChipTable) -> NDArray[np.float64]:
+    """Higher first: information, unknown (NaN) last."""
+    out: NDArray[np.float64] = np.nan_to_num(chips.information, nan=-np.inf)
     return out
 
 
@@ -390,7 +362,7 @@ def _near(a: F32, b: F32, r2: np.float32) -> NDArray[np.bool_]:
 
 
 def _follow_anchors(
-    chips: pd.DataFrame,
+    groups: NDArray[np.object_],
     role: NDArray[np.object_],
     reason: NDArray[np.object_],
     kept: NDArray[np.bool_],
@@ -399,9 +371,9 @@ def _follow_anchors(
     """Members take their anchor's decision; a member of a kept group failing a quality
     rule is dropped alone, with that rule's reason."""
     anchor = role == "anchor"
-    group_kept = pd.Series(kept[anchor], index=chips["group_id"].to_numpy()[anchor])
+    group_kept = pd.Series(kept[anchor], index=groups[anchor])
     members = ~anchor
-    decision = pd.Series(chips["group_id"].to_numpy()[members]).map(group_kept).to_numpy()
+    decision = pd.Series(groups[members]).map(group_kept).to_numpy()
     own = quality[members]
     reason[members] = np.where(
         pd.isna(decision),
@@ -415,7 +387,7 @@ def _follow_anchors(
 
 
 def _drop_member_repeats(
-    chips: pd.DataFrame,
+    groups: NDArray[np.object_],
     role: NDArray[np.object_],
     reason: NDArray[np.object_],
     X: F32,
@@ -427,7 +399,6 @@ def _drop_member_repeats(
     rows = np.flatnonzero(reason == "member_of_kept_group")
     if radius <= 0 or len(rows) == 0:
         return
-    groups = chips["group_id"].to_numpy()
     with_members = np.isin(groups, np.unique(groups[rows]))
     rows = np.flatnonzero(with_members & np.isin(reason, KEPT_REASONS))
     g = groups[rows]
@@ -444,15 +415,10 @@ def _drop_member_repeats(
                 kept.append(i)
 
 
-def _anchor_cluster(chips: pd.DataFrame, role: NDArray[np.object_], labels: I64) -> I64:
+def _anchor_cluster(groups: NDArray[np.object_], role: NDArray[np.object_], labels: I64) -> I64:
     anchor = role == "anchor"
-    by_group = pd.Series(labels[anchor], index=chips["group_id"].to_numpy()[anchor])
-    out = (
-        pd.Series(chips["group_id"].to_numpy())
-        .map(by_group)
-        .fillna(-1)
-        .to_numpy(dtype=np.int64, copy=True)
-    )
+    by_group = pd.Series(labels[anchor], index=groups[anchor])
+    out = pd.Series(groups).map(by_group).fillna(-1).to_numpy(dtype=np.int64, copy=True)
     out[anchor] = labels[anchor]
     return out
 

@@ -137,9 +137,9 @@ def test_descriptor_names_weight_their_parts(tmp_path: Path) -> None:
     cfg = RunConfig(run_dir=str(tmp_path / "run"), dedup={"descriptor_weights": {"meta": 0.0}})
     run = RunDir(cfg.run_dir, cfg)
     write_chips(run, chips, descriptor_names(DIM), schema_key=True)
-    table, names = read_chips(run)
-    assert names == descriptor_names(DIM)
-    X = features(table, names, cfg.dedup)
+    table = read_chips(run)
+    assert list(table.descriptor_names) == descriptor_names(DIM)
+    X = features(table, cfg.dedup)
     assert (X[:, DIM * 3 // 4 :] == 0).all() and X[:, 0].std() > 0.5
     bad = RunConfig(run_dir=cfg.run_dir, dedup={"descriptor_weights": {"colour": 1.0}})
     with pytest.raises(StageError, match="unknown part"):
@@ -222,6 +222,43 @@ def test_all_chips_failing_quality_is_an_explained_empty_selection(tmp_path: Pat
     summary = run_dedup(cfg, run)
     assert summary.kept_groups == 0
     assert any("no group was kept" in m and "cloud" in m for m in summary.messages)
+
+
+@pytest.mark.parametrize(
+    ("column", "change", "message"),
+    [
+        ("cloud_fraction", "drop", r"lacks the column\(s\) cloud_fraction that curation reads"),
+        ("role", "drop", r"lacks the column\(s\) role"),
+        ("lon", "drop", r"lacks the column\(s\) lon"),
+        ("information", "text", r"column information is (large_)?string, not a number \(describe writes double\)"),
+        ("group_id", "number", r"column group_id is int64, not text"),
+        ("descriptor", "text", r"column descriptor is (large_)?string, not a list of numbers"),
+    ],
+)
+def test_a_missing_or_mistyped_column_is_an_error_naming_it(
+    tmp_path: Path, column: str, change: str, message: str
+) -> None:
+    # before the typed table, a renamed cloud column silently turned the cloud rule off and a
+    # missing role made every chip an anchor
+    chips, _, _ = make_chips(20, dim=DIM)
+    if change == "drop":
+        chips = chips.drop(columns=[column])
+    elif change == "text":
+        chips[column] = chips[column].astype(str)
+    else:
+        chips[column] = np.arange(len(chips))
+    cfg, run = setup_run(tmp_path, chips)
+    with pytest.raises(StageError, match=message):
+        run_dedup(cfg, run)
+    assert not run.path("selection.parquet").exists()
+
+
+def test_an_unknown_role_is_refused(tmp_path: Path) -> None:
+    chips, _, _ = make_chips(5, dim=DIM)
+    chips.loc[0, "role"] = "Anchor"
+    cfg, run = setup_run(tmp_path, chips)
+    with pytest.raises(StageError, match="role must be one of anchor, member, not 'Anchor'"):
+        run_dedup(cfg, run)
 
 
 def test_missing_chips_is_a_stage_error(tmp_path: Path) -> None:

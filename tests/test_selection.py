@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import pandas as pd
 import pytest
 
+from terracorpus.curation.chips import ChipTable, chip_table
 from terracorpus.curation.errors import ClusteringError
 from terracorpus.curation.selection import SelectionPolicy, select, summarize
 
 
-def frame(n: int, **cols: object) -> pd.DataFrame:
-    data = {"chip_id": [f"g{i}/a" for i in range(n)], "group_id": [f"g{i}" for i in range(n)]}
-    data.update(cols)  # type: ignore[arg-type]
-    return pd.DataFrame(data)
+def frame(n: int, **cols: Any) -> ChipTable:
+    """``n`` groups of one anchor chip each, with the given columns (others unknown)."""
+    return chip_table([f"g{i}/a" for i in range(n)], [f"g{i}" for i in range(n)], **cols)
 
 
 def test_quality_rules_drop_anchors_with_their_reason() -> None:
@@ -89,13 +90,11 @@ def test_target_below_cluster_count_keeps_one_of_the_largest() -> None:
 
 
 def test_members_follow_their_anchor_and_fail_their_own_quality() -> None:
-    chips = pd.DataFrame(
-        {
-            "chip_id": ["a/1", "a/2", "a/3", "b/1", "b/2", "c/2"],
-            "group_id": ["a", "a", "a", "b", "b", "c"],
-            "role": ["anchor", "member", "member", "anchor", "member", "member"],
-            "cloud_fraction": [0.0, 0.0, 0.9, 0.9, 0.0, 0.0],
-        }
+    chips = chip_table(
+        ["a/1", "a/2", "a/3", "b/1", "b/2", "c/2"],
+        ["a", "a", "a", "b", "b", "c"],
+        role=["anchor", "member", "member", "anchor", "member", "member"],
+        cloud_fraction=[0.0, 0.0, 0.9, 0.9, 0.0, 0.0],
     )
     X = np.arange(12, dtype=np.float32).reshape(6, 2) * 10  # no two chips alike
     labels = np.array([0, -1, -1, 0, -1, -1])
@@ -113,13 +112,11 @@ def test_members_follow_their_anchor_and_fail_their_own_quality() -> None:
 
 
 def test_a_member_repeating_its_group_is_a_near_duplicate() -> None:
-    chips = pd.DataFrame(
-        {
-            "chip_id": ["a/1", "a/2", "a/3", "a/4"],
-            "group_id": ["a"] * 4,
-            "role": ["anchor", "member", "member", "member"],
-            "information": [0.5, 0.9, 0.1, 0.8],
-        }
+    chips = chip_table(
+        ["a/1", "a/2", "a/3", "a/4"],
+        ["a"] * 4,
+        role=["anchor", "member", "member", "member"],
+        information=[0.5, 0.9, 0.1, 0.8],
     )
     # a/3 repeats the anchor; a/4 repeats a/2, which ranks first (more information)
     X = np.array([[0, 0], [5, 5], [0.05, 0], [5, 5.1]], np.float32)
@@ -134,18 +131,21 @@ def test_a_member_repeating_its_group_is_a_near_duplicate() -> None:
 
 def test_bad_tables_are_refused() -> None:
     with pytest.raises(ClusteringError, match="unique"):
-        select(
-            pd.DataFrame({"chip_id": ["x", "x"], "group_id": ["a", "b"]}),
-            np.zeros(2, np.int64),
-            np.zeros((2, 2), np.float32),
-            SelectionPolicy(),
-        )
+        chip_table(["x", "x"], ["a", "b"])
+    with pytest.raises(ClusteringError, match="more than one anchor"):
+        chip_table(["x", "y"], ["a", "a"])
+    with pytest.raises(ClusteringError, match="role must be one of anchor, member, not 'Anchor'"):
+        chip_table(["x", "y"], ["a", "a"], role=["Anchor", "member"])
+    with pytest.raises(ClusteringError, match="2 chip ids but 3 cloud_fraction values"):
+        chip_table(["x", "y"], ["a", "b"], cloud_fraction=[0.0, 0.1, 0.2])
+    with pytest.raises(ClusteringError, match="2 chips but 2 labels and 3 descriptor rows"):
+        select(frame(2), np.zeros(2, np.int64), np.zeros((3, 2), np.float32), SelectionPolicy())
     with pytest.raises(ClusteringError, match="quota"):
         SelectionPolicy(quota="most")
 
 
 def test_farthest_fill_spreads_the_quota_over_the_cluster() -> None:
-    # eleven chips on a line, the exemplar in the middle, no information column
+    # eleven chips on a line, the exemplar in the middle, no information score
     X = np.stack([np.arange(11.0), np.zeros(11)], axis=1).astype(np.float32)
     ex = np.arange(11) == 5
     out = select(frame(11), np.zeros(11, np.int64), X, SelectionPolicy(quota="equal"), ex)

@@ -1,6 +1,7 @@
 """The dedup stage: chips.parquet -> selection.parquet.
 
-Reads the chips and their descriptor layout, clusters the anchor chips (one per group) by
+Reads the chips once, strictly, into a typed chip table (:mod:`terracorpus.pipelines.chips`),
+clusters the anchor chips (one per group) by
 hierarchical affinity propagation with the blocks run as Dask tasks, applies the selection
 policy, and writes one row per chip with its cluster, exemplar flag, decision and reason.
 Chips whose descriptor has NaN or infinite values are dropped (``invalid_descriptor``) and
@@ -9,7 +10,6 @@ recorded in the failure table; blocks that did not converge are recorded there t
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from distributed import Client
 from numpy.typing import NDArray
 
 from terracorpus.curation.ap import BlockInput, BlockOutput
+from terracorpus.curation.chips import ChipTable
 from terracorpus.curation.errors import ClusteringError
 from terracorpus.curation.hierarchical import (
     APResult,
@@ -32,6 +32,7 @@ from terracorpus.curation.hierarchical import (
     prepare_features,
 )
 from terracorpus.curation.selection import select, summarize
+from terracorpus.pipelines.chips import read_chip_table
 from terracorpus.pipelines.cluster import run_tasks
 from terracorpus.pipelines.config import DedupConfig, RunConfig
 from terracorpus.pipelines.errors import StageError
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 
 CHIPS = "chips.parquet"
 SELECTION = "selection.parquet"
-NAMES_KEY = b"terracorpus.descriptor_names"
-REQUIRED = ("chip_id", "group_id", "descriptor")
 STAGE = "dedup"
 
 
@@ -118,17 +117,18 @@ def run_dedup(config: RunConfig, run: RunDir, client: Client | None = None) -> D
     t0 = time.perf_counter()
     cfg = config.dedup
     run.clear_failures(STAGE)
-    chips, names = read_chips(run)
-    X = features(chips, names, cfg)
-    anchor = _anchor_mask(chips)
+    chips = read_chips(run)
+    X = features(chips, cfg)
+    anchor = chips.anchor
     valid = np.asarray(np.isfinite(X).all(axis=1), dtype=np.bool_)
-    messages = _invalid_messages(run, chips, anchor, valid)
+    run.record_failures(invalid_descriptor_failures(chips, valid))
+    messages = _invalid_note(anchor, valid)
     rows = np.flatnonzero(anchor & valid)
     labels = np.full(len(chips), -1, dtype=np.int64)
     exemplar = np.zeros(len(chips), dtype=bool)
     result = None
     if len(rows):
-        keys = spatial_keys(chips.iloc[rows], cfg.partition_tile_degrees)
+        keys = spatial_keys(chips.lon[rows], chips.lat[rows], cfg.partition_tile_degrees)
         on_dask = client is not None and len(rows) >= cfg.dask_min_chips
         map_fn = dask_map(client) if on_dask and client is not None else None
         where = "on the Dask cluster" if on_dask else "in this process"
@@ -136,7 +136,8 @@ def run_dedup(config: RunConfig, run: RunDir, client: Client | None = None) -> D
         result = hierarchical_ap(X[rows], keys, cfg.ap, map_fn=map_fn)
         labels[rows] = result.labels
         exemplar[rows[result.exemplars]] = True
-        messages += _convergence_messages(run, result)
+        run.record_failures(unconverged_failures(result))
+        messages += _convergence_note(result)
     else:
         messages.append(
             "no anchor chip has a valid descriptor: nothing to cluster, every group dropped"
@@ -165,122 +166,75 @@ def require_chips(run: RunDir) -> None:
         )
 
 
-def read_chips(run: RunDir) -> tuple[pd.DataFrame, list[str]]:
-    """chips.parquet sorted by chip id, and its descriptor names."""
-    chips = run.read_table(CHIPS, needed_by="dedup")
-    missing = [c for c in REQUIRED if c not in chips.columns]
-    if missing:
-        raise StageError(f"{run.path(CHIPS)} lacks the columns {missing}; rerun describe")
-    if len(chips) == 0:
-        raise StageError(f"{run.path(CHIPS)} has no chips; check the describe stage's failures")
-    chips = chips.sort_values("chip_id", kind="stable").reset_index(drop=True)
-    width = _descriptor_width(chips)
-    found = _stored_names(run)
-    names = found if found is not None else [f"desc.{i}" for i in range(width)]
-    if found is None:
-        log.warning("%s names no descriptor values; all weigh equally", CHIPS)
-    if len(names) != width:
-        raise StageError(
-            f"{run.path(CHIPS)} names {len(names)} descriptor values but its descriptors hold {width}; rerun describe"
-        )
-    return chips, list(names)
+def read_chips(run: RunDir) -> ChipTable:
+    """chips.parquet as a typed chip table, sorted by chip id (strict schema)."""
+    return read_chip_table(run, needed_by="dedup")
 
 
-def _stored_names(run: RunDir) -> list[str] | None:
-    """Descriptor names: describe's artifact metadata (``descriptor_names``), or the schema
-    metadata key ``terracorpus.descriptor_names`` (a JSON list)."""
-    meta = run.table_meta(CHIPS) or {}
-    if meta.get("descriptor_names"):
-        return [str(n) for n in meta["descriptor_names"]]
-    raw = (pq.read_schema(run.path(CHIPS)).metadata or {}).get(NAMES_KEY)
-    return [str(n) for n in json.loads(raw)] if raw else None
-
-
-def _descriptor_width(chips: pd.DataFrame) -> int:
-    lengths = {len(d) for d in chips["descriptor"] if d is not None}
-    if len(lengths) > 1:
-        raise StageError(
-            f"descriptors of chips.parquet have different lengths {sorted(lengths)}; rerun describe"
-        )
-    return lengths.pop() if lengths else 0
-
-
-def features(chips: pd.DataFrame, names: list[str], cfg: DedupConfig) -> NDArray[np.float32]:
+def features(chips: ChipTable, cfg: DedupConfig) -> NDArray[np.float32]:
     """Standardised, part-weighted descriptors; rows with a missing descriptor are NaN."""
-    width = len(names)
-    D = np.full((len(chips), width), np.nan, dtype=np.float64)
-    for i, d in enumerate(chips["descriptor"]):
-        if d is not None:
-            D[i] = np.asarray(d, dtype=np.float64)
     try:
-        return prepare_features(D, names, cfg.descriptor_weights)
+        return prepare_features(chips.descriptor, chips.descriptor_names, cfg.descriptor_weights)
     except ClusteringError as e:
         raise StageError(f"dedup.descriptor_weights: {e}") from None
 
 
-def spatial_keys(chips: pd.DataFrame, tile_degrees: float) -> NDArray[np.int64]:
+def spatial_keys(
+    lon: NDArray[np.float64], lat: NDArray[np.float64], tile_degrees: float
+) -> NDArray[np.int64]:
     """Row-major tile index of each chip centre (lon/lat); chips without a centre share -1."""
-    if "lon" not in chips or "lat" not in chips:
-        return np.full(len(chips), -1, dtype=np.int64)
-    lon = pd.to_numeric(chips["lon"], errors="coerce").to_numpy(dtype=np.float64)
-    lat = pd.to_numeric(chips["lat"], errors="coerce").to_numpy(dtype=np.float64)
     ok = np.isfinite(lon) & np.isfinite(lat)
     row = np.floor((np.where(ok, lat, 0.0) + 90.0) / tile_degrees).astype(np.int64)
     col = np.floor((np.where(ok, lon, 0.0) + 180.0) / tile_degrees).astype(np.int64)
     return np.where(ok, row * 1_000_000 + col, -1)
 
 
-def _anchor_mask(chips: pd.DataFrame) -> NDArray[np.bool_]:
-    if "role" not in chips:
-        return np.ones(len(chips), dtype=bool)
-    mask: NDArray[np.bool_] = chips["role"].astype(str).to_numpy() == "anchor"
-    return mask
+def invalid_descriptor_failures(chips: ChipTable, valid: NDArray[np.bool_]) -> list[Failure]:
+    """One failure row per chip whose descriptor has NaN or infinite values (or is missing)."""
+    return [
+        Failure(
+            STAGE,
+            "chip",
+            str(chips.chip_id[i]),
+            "invalid_descriptor",
+            "descriptor has NaN or infinite values (or is missing)",
+        )
+        for i in np.flatnonzero(~valid)
+    ]
 
 
-def _invalid_messages(
-    run: RunDir, chips: pd.DataFrame, anchor: NDArray[np.bool_], valid: NDArray[np.bool_]
-) -> list[str]:
-    bad = np.flatnonzero(~valid)
-    if len(bad) == 0:
+def _invalid_note(anchor: NDArray[np.bool_], valid: NDArray[np.bool_]) -> list[str]:
+    bad = int((~valid).sum())
+    if bad == 0:
         return []
-    run.record_failures(
-        [
-            Failure(
-                STAGE,
-                "chip",
-                str(chips["chip_id"].iat[int(i)]),
-                "invalid_descriptor",
-                "descriptor has NaN or infinite values (or is missing)",
-            )
-            for i in bad
-        ]
-    )
     n_anchor = int((anchor & ~valid).sum())
     return [
-        f"{len(bad)} chip(s) have NaN/inf descriptors ({n_anchor} anchors: their groups are dropped "
+        f"{bad} chip(s) have NaN/inf descriptors ({n_anchor} anchors: their groups are dropped "
         "as invalid_descriptor); listed in failures.parquet"
     ]
 
 
-def _convergence_messages(run: RunDir, result: APResult) -> list[str]:
-    bad = result.unconverged
-    if not bad:
-        return []
-    run.record_failures(
-        [
-            Failure(
-                STAGE,
-                "partition",
-                f"level{p.level}/block{p.block_id}",
-                "not_converged",
-                f"{p.points} points, {p.iterations} iterations at damping {p.damping}: {p.note}",
-            )
-            for p in bad
-        ]
-    )
+def unconverged_failures(result: APResult) -> list[Failure]:
+    """One failure row per AP block that did not converge even at the highest damping."""
     return [
-        f"{len(bad)} AP block(s) did not converge even at the highest retry damping; their last "
-        "exemplars were used (listed in failures.parquet); raise dedup.max_iter or dedup.damping"
+        Failure(
+            STAGE,
+            "partition",
+            f"level{p.level}/block{p.block_id}",
+            "not_converged",
+            f"{p.points} points, {p.iterations} iterations at damping {p.damping}: {p.note}",
+        )
+        for p in result.unconverged
+    ]
+
+
+def _convergence_note(result: APResult) -> list[str]:
+    if not result.unconverged:
+        return []
+    return [
+        f"{len(result.unconverged)} AP block(s) did not converge even at the highest retry "
+        "damping; their last exemplars were used (listed in failures.parquet); raise "
+        "dedup.max_iter or dedup.damping"
     ]
 
 
@@ -302,7 +256,7 @@ def _outcome_messages(selection: pd.DataFrame, cfg: DedupConfig) -> list[str]:
 
 
 def _summary(
-    chips: pd.DataFrame,
+    chips: ChipTable,
     anchor: NDArray[np.bool_],
     selection: pd.DataFrame,
     result: APResult | None,

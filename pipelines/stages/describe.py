@@ -9,13 +9,9 @@ file's metadata), so a rerun after a kill skips finished batches, and a task ret
 lost worker rewrites the same file: nothing is lost or counted twice. ``chips.parquet`` is
 the concatenation of the batches sorted by ``chip_id``.
 
-``chips.parquet`` columns: chip_id, group_id, scene_id, sensor, role, datetime, lon, lat,
-gsd (the member's native GSD), read_gsd (pixel size read for the descriptors), window
-(col_off, row_off, width, height on the scene's finest grid), overview_level (-1: full
-resolution), nodata_fraction, cloud_fraction, shadow_fraction, snow_fraction,
-water_fraction, information, valid_pixels, descriptor (list<float32>). The descriptor's
-names are in the terracorpus metadata (``descriptor_names``, ``descriptor_parts``); read
-them with :func:`descriptor_layout`.
+Its columns are declared once, in :data:`terracorpus.pipelines.chips.SCHEMA` (described
+there). The descriptor's names are in the terracorpus metadata (``descriptor_names``,
+``descriptor_parts``); read them with :func:`descriptor_layout`.
 """
 
 from __future__ import annotations
@@ -55,6 +51,8 @@ from terracorpus.curation.errors import DescriptorError
 from terracorpus.curation.groups import ImageGroup, groups_from_frame
 from terracorpus.curation.quality import chip_quality, decode_qa
 from terracorpus.pipelines.access import read_access
+from terracorpus.pipelines.chips import NAME as CHIPS
+from terracorpus.pipelines.chips import SCHEMA
 from terracorpus.pipelines.cluster import run_tasks
 from terracorpus.pipelines.config import DescribeConfig, RunConfig
 from terracorpus.pipelines.errors import StageError
@@ -71,33 +69,8 @@ from terracorpus.pipelines.rundir import META_KEY, Failure, RunDir
 log = logging.getLogger(__name__)
 
 STAGE = "describe"
-OUTPUT = "chips.parquet"
+OUTPUT = CHIPS
 _FAILURES_KEY = b"terracorpus.failures"
-
-SCHEMA = pa.schema(
-    [
-        ("chip_id", pa.string()),
-        ("group_id", pa.string()),
-        ("scene_id", pa.string()),
-        ("sensor", pa.string()),
-        ("role", pa.string()),
-        ("datetime", pa.timestamp("us", tz="UTC")),
-        ("lon", pa.float64()),
-        ("lat", pa.float64()),
-        ("gsd", pa.float64()),
-        ("read_gsd", pa.float64()),
-        ("window", pa.list_(pa.int64(), 4)),
-        ("overview_level", pa.int64()),
-        ("nodata_fraction", pa.float64()),
-        ("cloud_fraction", pa.float64()),
-        ("shadow_fraction", pa.float64()),
-        ("snow_fraction", pa.float64()),
-        ("water_fraction", pa.float64()),
-        ("information", pa.float64()),
-        ("valid_pixels", pa.int64()),
-        ("descriptor", pa.list_(pa.float32())),
-    ]
-)
 
 
 @dataclass(frozen=True)
