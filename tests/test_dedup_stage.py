@@ -295,3 +295,22 @@ def test_command_reports_a_missing_run_clearly(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "chips.parquet" in result.output
+
+
+def test_the_chip_table_reads_columns_of_describes_schema() -> None:
+    from terracorpus.pipelines.chips import COLUMNS, SCHEMA
+    from terracorpus.pipelines.stages.describe import SCHEMA as WRITTEN
+
+    assert WRITTEN is SCHEMA  # one declaration, used by the writer and the reader
+    assert set(COLUMNS) <= set(SCHEMA.names)
+    assert {"chip_id", "group_id", "role", "cloud_fraction", "descriptor"} <= set(COLUMNS)
+
+
+def test_read_chips_gives_typed_arrays_sorted_by_chip_id(tmp_path: Path) -> None:
+    chips, _, _ = make_chips(10, dim=DIM)
+    chips.loc[4, "information"] = np.nan
+    _, run = setup_run(tmp_path, chips.sample(frac=1.0, random_state=1))
+    table = read_chips(run)
+    assert list(table.chip_id) == sorted(chips["chip_id"])
+    assert table.descriptor.shape == (len(chips), DIM) and table.descriptor.dtype == np.float64
+    assert table.anchor.sum() == 10 and np.isnan(table.information).sum() == 1
