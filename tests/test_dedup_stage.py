@@ -230,7 +230,11 @@ def test_all_chips_failing_quality_is_an_explained_empty_selection(tmp_path: Pat
         ("cloud_fraction", "drop", r"lacks the column\(s\) cloud_fraction that curation reads"),
         ("role", "drop", r"lacks the column\(s\) role"),
         ("lon", "drop", r"lacks the column\(s\) lon"),
-        ("information", "text", r"column information is (large_)?string, not a number \(describe writes double\)"),
+        (
+            "information",
+            "text",
+            r"column information is (large_)?string, not a number \(describe writes double\)",
+        ),
         ("group_id", "number", r"column group_id is int64, not text"),
         ("descriptor", "text", r"column descriptor is (large_)?string, not a list of numbers"),
     ],
