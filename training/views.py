@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from terracorpus.training.corpus import CorpusReader, Radiometry, SensorInfo, open_corpus
+from terracorpus.training.corpus import CorpusReader, Radiometry, SensorInfo, _node, open_corpus
 from terracorpus.training.errors import CorpusFormatError
 
 # Per-image arrays of ``sensors/<s>/`` that become coordinates of :func:`open_sensor`.
@@ -279,8 +279,7 @@ def _georeferenced(ds: xr.Dataset, transform: np.ndarray, crs: str) -> xr.Datase
 
 
 def _sensor_coords(reader: CorpusReader, sensor: str) -> dict[str, Any]:
-    group = reader._root[f"sensors/{sensor}"]
-    assert isinstance(group, zarr.Group)
+    group = _node(reader._root, f"sensors/{sensor}", zarr.Group)  # a corpus is input
     coords: dict[str, Any] = {}
     for name in _IMAGE_COORDS:
         if name in group:
