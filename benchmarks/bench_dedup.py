@@ -38,6 +38,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
 from terracorpus.curation.ap import APParams, sample_preference
+from terracorpus.curation.chips import chip_table
 from terracorpus.curation.hierarchical import APResult, hierarchical_ap
 from terracorpus.curation.metrics import class_entropy, residual_duplicate_share
 from terracorpus.curation.selection import SelectionPolicy, select
@@ -207,7 +208,8 @@ def duplicate_recall(kept: np.ndarray, source: np.ndarray) -> float:
 
 def selection_of(data: Planted, res: APResult, policy: SelectionPolicy) -> np.ndarray:
     n = len(data.X)
-    chips = pd.DataFrame({"chip_id": np.char.mod("c%08d", np.arange(n)), "group_id": np.arange(n)})
+    ids = np.char.mod("c%08d", np.arange(n))
+    chips = chip_table(ids, ids, role=np.full(n, "anchor"))  # one chip per group
     exemplar = np.zeros(n, bool)
     exemplar[res.exemplars] = True
     out = select(chips, res.labels, data.X, policy, exemplar)

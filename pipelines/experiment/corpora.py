@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from terracorpus.curation.baselines import (
@@ -109,16 +108,15 @@ def pool_view(pool: Path, source: Path) -> PoolView:
     """Read the pool's usable anchors; the radius and rule come from ``source``'s config."""
     cfg = _run_copy(source, pool, {"quota": "all", "duplicate_radius": 0.0, "target_groups": None})
     run = RunDir(pool, cfg, allow_mixed=True)
-    chips, names = read_chips(run)
-    X = features(chips, names, cfg.dedup)
+    chips = read_chips(run)
+    X = features(chips, cfg.dedup)
     selection = read_parquet(pool / SELECTION)
     kept = set(selection.loc[selection["kept"], "group_id"].astype(str))
-    anchor = (chips["role"].astype(str) == "anchor").to_numpy()
-    gid = chips["group_id"].astype(str).tolist()
-    rows = sorted((int(i) for i in np.flatnonzero(anchor) if gid[i] in kept), key=gid.__getitem__)
-    info = None
-    if "information" in chips:
-        info = pd.to_numeric(chips["information"], errors="coerce").to_numpy(np.float64)[rows]
+    gid = [str(g) for g in chips.group_id]
+    rows = sorted(
+        (int(i) for i in np.flatnonzero(chips.anchor) if gid[i] in kept), key=gid.__getitem__
+    )
+    info = chips.information[rows]
     original = parse_config(source_config(source), source=str(source)).dedup
     return PoolView(
         group_ids=[gid[i] for i in rows],
