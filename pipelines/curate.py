@@ -48,7 +48,12 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("search", ("scenes.parquet",), "terracorpus.pipelines.stages.search:run_search"),
-    Stage("group", ("groups.parquet",), "terracorpus.pipelines.stages.group:run_group"),
+    Stage(
+        "group",
+        ("groups.parquet",),
+        "terracorpus.pipelines.stages.group:run_group",
+        needs_client=True,
+    ),
     Stage(
         "describe",
         ("chips.parquet",),

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from terracorpus.catalogs.redact import redact_text
 from terracorpus.pipelines.config import RunConfig, load_config, parse_config
 from terracorpus.pipelines.errors import RunDirError, StageError
+from terracorpus.pipelines.tables import PartitionedWriter, iter_partitions, partitioned_writer
 
 META_KEY = b"terracorpus"
 FAILURES = "failures.parquet"
@@ -141,8 +142,30 @@ class RunDir:
         meta = self.table_meta(name)
         return bool(meta and meta.get("complete") and meta.get("config_hash") == self.config_hash)
 
+    @contextmanager
+    def partitioned_table(
+        self, name: str, stage: str, partitions: int, **extra_meta: Any
+    ) -> Iterator[PartitionedWriter]:
+        """Stream a table one partition (row group) at a time; it appears, stamped, only once
+        all ``partitions`` were written (:mod:`terracorpus.pipelines.tables`)."""
+        meta = {"stage": stage, "config_hash": self.config_hash, "complete": True, **extra_meta}
+        meta["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+        with partitioned_writer(self.path(name), meta, partitions) as writer:
+            yield writer
+
+    def iter_table(
+        self, name: str, *, needed_by: str, columns: Sequence[str] | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """An artifact's partitions one at a time (a single-row-group table is one), with the
+        checks of :meth:`read_table`."""
+        return iter_partitions(self._checked(name, needed_by), columns)
+
     def read_table(self, name: str, *, needed_by: str) -> pd.DataFrame:
         """Read an artifact, refusing a missing one or one made with another config."""
+        return read_parquet(self._checked(name, needed_by))
+
+    def _checked(self, name: str, needed_by: str) -> Path:
+        """The artifact's path, if it exists, is stamped and was made with this config."""
         p = self.path(name)
         if not p.exists():
             raise StageError(
@@ -158,7 +181,7 @@ class RunDir:
                 f"{p} was made with another config (stage {meta.get('stage')}); rerun that "
                 "stage, or pass --allow-mixed"
             )
-        return read_parquet(p)
+        return p
 
     # -- failures -------------------------------------------------------------------------
     def record_failures(self, failures: Sequence[Failure]) -> None:

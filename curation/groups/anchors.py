@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,17 +60,30 @@ def _anchor_tiers(scenes: SceneArrays, params: GroupParams) -> list[list[int]]:
     return [t for t in tiers if t]
 
 
+CellFilter = Callable[[geo.Lattice, geo.ChipCells], NDArray[np.bool_]]
+"""Which cells of a scene to consider (a spatial partition cuts only its region)."""
+
+
 class AnchorCutter:
     """Cuts anchor scenes into chips, best scene first, each lattice cell once.
 
     A scene of a coarser tier only anchors chips whose centre lies outside every chip of
-    the finer tiers: the ground those do not cover.
+    the finer tiers: the ground those do not cover. ``cells`` (optional) limits the cutting
+    to some cells; each cell's outcome does not change, as it depends only on the scenes
+    that touch it and on the finer chips around its centre.
     """
 
-    def __init__(self, scenes: SceneArrays, params: GroupParams, index: IndexFactory) -> None:
+    def __init__(
+        self,
+        scenes: SceneArrays,
+        params: GroupParams,
+        index: IndexFactory,
+        cells: CellFilter | None = None,
+    ) -> None:
         self.scenes = scenes
         self.params = params
         self.index = index
+        self.cell_filter = cells
         self.chips = Chips([], [], [], [], [], [], [], [])
         self.lattices: dict[geo.Lattice, int] = {}
         self.claimed: dict[int, set[int]] = {}
@@ -104,6 +118,8 @@ class AnchorCutter:
         taken = self.claimed.setdefault(lid, set())
         size = max(1, round(self.params.chip_size_m / grid.gsd))
         cells = geo.chip_cells(lattice, grid, size)
+        if self.cell_filter is not None:
+            cells = cells.take(np.flatnonzero(self.cell_filter(lattice, cells)))
         keys = (cells.ci << 32) + cells.cj
         free = np.flatnonzero(~np.fromiter(map(taken.__contains__, keys.tolist()), bool, len(keys)))
         boxes = geo.chip_boxes(lattice, cells.take(free))

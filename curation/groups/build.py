@@ -112,6 +112,35 @@ class _GroupMaker:
         return m
 
 
+def groups_of_chips(
+    table: SceneArrays,
+    chips: Chips,
+    chosen: Sequence[int],
+    params: GroupParams,
+    *,
+    index: IndexFactory,
+    rule: MemberRule,
+) -> list[ImageGroup]:
+    """The groups of the chosen anchor chips, sorted by anchor scene id, then row and column.
+
+    Members are found per anchor scene, one CRS at a time, so projected footprints are
+    cached while they are useful. Chips with fewer than ``min_sensors`` sensors give none.
+    """
+    finder = MemberFinder(table, params, index, rule)
+    maker = _GroupMaker(table, chips, params)
+    groups: list[ImageGroup] = []
+    by_anchor: dict[int, list[int]] = {}
+    for c in chosen:
+        by_anchor.setdefault(chips.anchor[c], []).append(c)
+    for anchor in sorted(by_anchor, key=lambda k: (table.records[k].crs, k)):
+        idx = by_anchor[anchor]
+        boxes = np.array([chips.box[c] for c in idx], dtype=object)
+        lonlat = np.array([chips.lonlat[c] for c in idx], dtype=object)
+        groups += maker.groups(anchor, idx, finder.for_anchor(anchor, boxes, lonlat))
+    groups.sort(key=lambda g: (g.anchor_scene_id, g.window[0], g.window[1]))
+    return groups
+
+
 @dataclass(frozen=True)
 class GroupingResult:
     """The groups, and every scene in none of them with its reason."""
@@ -178,20 +207,8 @@ def _build(
     table = SceneArrays(scenes, params)
     chips = AnchorCutter(table, params, index).run()
     keep = resolve_overlaps(chips, index, params.max_chip_overlap)
-    finder = MemberFinder(table, params, index, rule)
-    maker = _GroupMaker(table, chips, params)
-    groups: list[ImageGroup] = []
     kept = np.flatnonzero(keep)
-    by_anchor: dict[int, list[int]] = {}
-    for c in kept.tolist():
-        by_anchor.setdefault(chips.anchor[c], []).append(c)
-    # One CRS at a time, so projected footprints are cached while they are useful.
-    for anchor in sorted(by_anchor, key=lambda k: (table.records[k].crs, k)):
-        idx = by_anchor[anchor]
-        boxes = np.array([chips.box[c] for c in idx], dtype=object)
-        lonlat = np.array([chips.lonlat[c] for c in idx], dtype=object)
-        groups += maker.groups(anchor, idx, finder.for_anchor(anchor, boxes, lonlat))
-    groups.sort(key=lambda g: (g.anchor_scene_id, g.window[0], g.window[1]))
+    groups = groups_of_chips(table, chips, kept.tolist(), params, index=index, rule=rule)
     log.info(
         "%d groups from %d scenes (%d anchor chips, %d after overlap removal)",
         len(groups),

@@ -26,9 +26,18 @@ def _utc(dt: datetime) -> datetime:
 
 
 class SceneArrays:
-    """Scene records sorted by id, with the arrays grouping needs."""
+    """Scene records sorted by id, with the arrays grouping needs.
 
-    def __init__(self, scenes: Sequence[SceneRecord], params: GroupParams) -> None:
+    ``sensor_rank`` fixes the sensor order (finest first) from outside: a spatial partition
+    of a larger catalog ranks its sensors as the whole catalog does.
+    """
+
+    def __init__(
+        self,
+        scenes: Sequence[SceneRecord],
+        params: GroupParams,
+        sensor_rank: Sequence[str] | None = None,
+    ) -> None:
         if not scenes:
             raise GroupingError("no scenes to group; run `terracorpus search` first, or widen it")
         self.records = sorted(scenes, key=lambda s: s.id)
@@ -36,7 +45,14 @@ class SceneArrays:
         dupes = sorted({a for a, b in itertools.pairwise(ids) if a == b})
         if dupes:
             raise GroupingError(f"scene ids must be unique; repeated: {dupes[:5]}")
-        self.sensors = _rank_sensors(self.records)
+        self.sensors = rank_sensors(self.records)
+        if sensor_rank is not None:
+            present = set(self.sensors)
+            if present - set(sensor_rank):
+                raise GroupingError(
+                    f"sensors missing from the ranking: {present - set(sensor_rank)}"
+                )
+            self.sensors = [n for n in sensor_rank if n in present]
         code = {name: k for k, name in enumerate(self.sensors)}
         self.sensor = np.array([code[s.sensor] for s in self.records], dtype=np.int64)
         days = [(_utc(s.datetime) - _EPOCH).total_seconds() / 86400.0 for s in self.records]
@@ -54,7 +70,7 @@ class SceneArrays:
         return len(self.records)
 
 
-def _rank_sensors(records: Sequence[SceneRecord]) -> list[str]:
+def rank_sensors(records: Sequence[SceneRecord]) -> list[str]:
     """Sensor names, finest GSD first; ties: more bands first, then by name."""
     gsd: dict[str, float] = {}
     bands: dict[str, int] = {}

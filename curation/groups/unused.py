@@ -29,7 +29,7 @@ records can be computed per partition and concatenated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,7 +146,14 @@ def unused_scenes(
     scenes: Sequence[SceneRecord], groups: Sequence[ImageGroup], params: GroupParams
 ) -> list[Unused]:
     """Every scene of ``scenes`` (screened: :func:`screen_scenes`) that is in no group."""
-    used = {m.scene_id for g in groups for m in g.members}
+    return unused_of(scenes, {m.scene_id for g in groups for m in g.members}, params)
+
+
+def unused_of(
+    scenes: Sequence[SceneRecord], used: Collection[str], params: GroupParams
+) -> list[Unused]:
+    """Every scene of ``scenes`` whose id is not in ``used`` (the scene ids of the groups,
+    e.g. gathered while the groups stream through a partitioned stage)."""
     return [Unused(s.id, *_why_unused(s, params)) for s in scenes if s.id not in used]
 
 
