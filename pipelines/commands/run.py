@@ -100,6 +100,13 @@ def with_overrides(
     help="Rerun this stage (and the ones after it).",
 )
 @click.option("--allow-mixed", is_flag=True, help="Accept artifacts made with another config.")
+@click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Search, then print the estimated groups, images, bytes, tasks and time per stage "
+    "(from a measured sample) and stop.",
+)
 @world_labels_option
 def curate_cmd(
     config_path: Path,
@@ -110,6 +117,7 @@ def curate_cmd(
     until: str | None,
     force: tuple[str, ...],
     allow_mixed: bool,
+    plan_only: bool,
     labeller: Labeller | None,
 ) -> None:
     """Run search → group → describe → dedup → materialize into one run directory.
@@ -123,6 +131,9 @@ def curate_cmd(
         workers=workers,
         strict=strict,
     )
+    if plan_only:
+        _plan(cfg, force, allow_mixed)
+        return
     result = curate(
         cfg, force=force, until=until, allow_mixed=allow_mixed, echo=click.echo, labeller=labeller
     )
@@ -131,6 +142,16 @@ def curate_cmd(
         f"curate: {result.run_dir} ({len(ran)} stage(s) ran, {result.failures} failure(s) "
         f"recorded in {Path(result.run_dir) / 'failures.parquet'})"
     )
+
+
+def _plan(cfg: RunConfig, force: tuple[str, ...], allow_mixed: bool) -> None:
+    """Search (unless current), then print the plan; it is also written to plan.json."""
+    from terracorpus.pipelines.plan import make_plan
+    from terracorpus.pipelines.rundir import RunDir
+
+    curate(cfg, force=force, until="search", allow_mixed=allow_mixed, echo=click.echo)
+    plan = make_plan(cfg, RunDir(cfg.run_dir, cfg, allow_mixed=allow_mixed))
+    click.echo(plan.table())
 
 
 COMMANDS = [config_group, curate_cmd]

@@ -17,6 +17,12 @@ It can also play the access rules of providers (:meth:`RangeServer.configure`):
 - ``require_payer``: like a requester-pays S3 bucket, reads without the header
   ``x-amz-request-payer: requester`` get HTTP 403 with S3's ``AccessDenied`` XML.
 - requests that carry an ``Authorization`` header are counted (:attr:`RangeServer.signed`).
+- ``latency_s``: every file request waits this long before answering, like the first-byte
+  latency of object storage (requests are answered concurrently).
+
+A GeoTIFF can be served moved: ``/_shift/<dx>/<dy>/<path>`` (:meth:`RangeServer.shifted_url`)
+answers the file's bytes with its ModelTiepoint moved by (dx, dy) CRS units, so a catalog of
+many items at many places can point at a few real COGs (the scale benchmark does).
 
 It runs in a child process (``python -m terracorpus.pipelines.testing.httpserve ROOT``): GDAL calls made through rasterio hold the GIL while they wait
 for the network, so a server thread in the reading process would never get to answer.
@@ -35,6 +41,7 @@ import json
 import os
 import re
 import secrets
+import struct
 import subprocess
 import sys
 import threading
@@ -50,6 +57,8 @@ from urllib.request import urlopen
 
 _RANGE = re.compile(r"(\d*)-(\d*)")
 _CONTROL = "_rangeserver/"
+_SHIFT = "_shift/"
+_TIEPOINT = 33922  # GeoTIFF ModelTiepointTag: (I, J, K, X, Y, Z) doubles
 _TOKEN = "_token/"
 _S3_DENIED = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
@@ -89,12 +98,17 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 403 and self.server.require_payer:
             self._send_error(status, body, _S3_DENIED)
             return
+        shift, rel = _shift_of(rel)
         target = (self.server.root / rel).resolve()
         if status is None and (self.server.root not in target.parents or not target.is_file()):
             status = 404
+        if status is None and shift is not None and _tiepoint_offset(target) is None:
+            status = 404  # only a GeoTIFF with a tiepoint can be moved
         if status is not None:
             self._send_error(status, body)
             return
+        if self.server.latency_s > 0:
+            time.sleep(self.server.latency_s)
         size = target.stat().st_size
         ranges = _parse_ranges(self.headers.get("Range"), size)
         if ranges == []:
@@ -103,7 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        with target.open("rb") as f:
+        with target.open("rb") as raw:
+            f = raw if shift is None else _Shifted(raw, target, shift)
             if ranges is None:
                 self._send_whole(f, size, body)
             elif len(ranges) == 1:
@@ -193,6 +208,68 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.count_bytes(len(payload))
 
 
+def _shift_of(rel: str) -> tuple[tuple[float, float] | None, str]:
+    """``_shift/<dx>/<dy>/<path>`` -> ((dx, dy), path); other paths -> (None, path)."""
+    if not rel.startswith(_SHIFT):
+        return None, rel
+    try:
+        dx, dy, path = rel[len(_SHIFT) :].split("/", 2)
+        return (float(dx), float(dy)), path
+    except ValueError:
+        return None, rel  # not a shift: served (or refused) as the path it is
+
+
+_TIEPOINTS: dict[Path, int | None] = {}
+
+
+def _tiepoint_offset(path: Path) -> int | None:
+    """Byte offset of the X of the first tiepoint in a classic little-endian GeoTIFF."""
+    if path not in _TIEPOINTS:
+        _TIEPOINTS[path] = _find_tiepoint(path)
+    return _TIEPOINTS[path]
+
+
+def _find_tiepoint(path: Path) -> int | None:
+    with path.open("rb") as f:
+        head = f.read(8)
+        if head[:4] != b"II*\0":
+            return None
+        (ifd,) = struct.unpack("<I", head[4:8])
+        f.seek(ifd)
+        (n,) = struct.unpack("<H", f.read(2))
+        entries = f.read(12 * n)
+    for i in range(n):
+        tag, typ, count, value = struct.unpack("<HHII", entries[12 * i : 12 * i + 12])
+        if tag == _TIEPOINT and typ == 12 and count >= 6:
+            return int(value) + 24
+    return None
+
+
+class _Shifted:
+    """A file whose tiepoint X, Y read moved by (dx, dy)."""
+
+    def __init__(self, f: Any, path: Path, shift: tuple[float, float]) -> None:
+        self._f = f
+        self._at = _tiepoint_offset(path) or 0
+        f.seek(self._at)
+        x, y = struct.unpack("<dd", f.read(16))
+        self._patch = struct.pack("<dd", x + shift[0], y + shift[1])
+        self.seek(0)
+
+    def seek(self, pos: int) -> None:
+        self._pos = pos
+        self._f.seek(pos)
+
+    def read(self, n: int = -1) -> bytes:
+        start = self._pos
+        data = bytearray(self._f.read(n))
+        self._pos = start + len(data)
+        lo, hi = max(start, self._at), min(self._pos, self._at + 16)
+        if lo < hi:
+            data[lo - start : hi - start] = self._patch[lo - self._at : hi - self._at]
+        return bytes(data)
+
+
 def _parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:
     """Inclusive (start, end) pairs; None for no/invalid header (whole file), [] if unsatisfiable."""
     if not header or not header.startswith("bytes="):
@@ -232,6 +309,7 @@ class _Server(ThreadingHTTPServer):
         self.require_payer = False
         self.token_ttl_s = 3600.0
         self.claimed_ttl_s = 3600.0
+        self.latency_s = 0.0
         self.tokens: dict[str, tuple[str, float]] = {}  # sig -> (container, expires at)
         self.token_requests = 0
         self.signed = 0
@@ -242,7 +320,7 @@ class _Server(ThreadingHTTPServer):
         for flag in ("require_token", "require_payer"):
             if flag in options:
                 setattr(self, flag, options[flag] == "1")
-        for ttl in ("token_ttl_s", "claimed_ttl_s"):
+        for ttl in ("token_ttl_s", "claimed_ttl_s", "latency_s"):
             if ttl in options:
                 setattr(self, ttl, float(options[ttl]))
 
@@ -328,6 +406,11 @@ class RangeServer:
         rel = p.resolve().relative_to(self.root) if p.is_absolute() else p
         return f"{self.base_url}/{quote(rel.as_posix())}"
 
+    def shifted_url(self, path: str | os.PathLike[str], dx: float, dy: float) -> str:
+        """The URL of a GeoTIFF under ``root`` served moved by (dx, dy) in its CRS."""
+        rel = self.url(path)[len(self.base_url) + 1 :]
+        return f"{self.base_url}/{_SHIFT}{dx:g}/{dy:g}/{rel}"
+
     def _control(self, command: str, **query: Any) -> dict[str, Any]:
         qs = "&".join(f"{k}={quote(str(v))}" for k, v in query.items())
         with urlopen(f"{self.base_url}/{_CONTROL}{command}?{qs}", timeout=10) as r:
@@ -371,13 +454,16 @@ class RangeServer:
         require_payer: bool | None = None,
         token_ttl_s: float | None = None,
         claimed_ttl_s: float | None = None,
+        latency_s: float | None = None,
     ) -> None:
-        """Set the access rules (see the module docstring); None leaves a rule as it is."""
+        """Set the access rules and the latency (see the module docstring); None leaves a
+        setting as it is."""
         options = {
             "require_token": require_token,
             "require_payer": require_payer,
             "token_ttl_s": token_ttl_s,
             "claimed_ttl_s": claimed_ttl_s,
+            "latency_s": latency_s,
         }
         query = {k: (int(v) if isinstance(v, bool) else v) for k, v in options.items()}
         self._control("configure", **{k: v for k, v in query.items() if v is not None})
