@@ -55,14 +55,15 @@ def coverage_distance(pool: F32, selected: F32) -> float:
     """Mean Euclidean distance from a pool row to its nearest selected row (lower: the
     selection covers the descriptor space better; 0 when it holds the whole pool)."""
     ok = np.isfinite(pool).all(axis=1)
-    p = pool[ok].astype(np.float32)
-    s = selected[np.isfinite(selected).all(axis=1)].astype(np.float32)
+    # float64: a chip's distance to itself must come out 0, not sqrt(float32 cancellation)
+    p = pool[ok].astype(np.float64)
+    s = selected[np.isfinite(selected).all(axis=1)].astype(np.float64)
     if not len(p) or not len(s):
         return float("nan")
     ss = (s * s).sum(1)
     total = 0.0
-    for i in range(0, len(p), _ROWS):
-        c = p[i : i + _ROWS]
+    for i in range(0, len(p), _ROWS // 4):
+        c = p[i : i + _ROWS // 4]
         d = (c * c).sum(1)[:, None] - 2 * c @ s.T + ss[None, :]
         total += float(np.sqrt(np.maximum(d.min(axis=1), 0)).sum(dtype=np.float64))
     return total / len(p)

@@ -178,6 +178,21 @@ def test_corpora_experiment_two_arms_resumes_and_reports(curated_run: Path) -> N
     assert "Experiment: corpora compared" in html and "Curation quality (no training)" in html
 
 
+@pytest.mark.integration
+def test_quality_only_compares_every_arm_without_corpora(curated_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "q"
+    res = CliRunner().invoke(main, ["experiment", "corpora", "--run", str(curated_run), "--size",
+                                    "8", "--quality-only", "--seeds", "3", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    q = json.loads((out / "results.json").read_text())["quality"]
+    assert list(q) == ["ap", "random", "kmeans", "farthest", "all"]
+    assert all(q[arm]["groups"] == 8 for arm in ("ap", "random", "kmeans", "farthest"))
+    assert q["random"]["draws"] == 3 and q["all"]["coverage"] == pytest.approx(0.0, abs=1e-3)
+    assert q["farthest"]["coverage"] < q["random"]["coverage"]  # what k-center optimises
+    assert not list(out.rglob("corpus.zarr")) and not (out / "jobs").exists()
+    assert "Curation quality (no training)" in res.output and "Downstream" not in res.output
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_models_experiment_switches_reach_the_trainer(curated_run: Path, tmp_path: Path) -> None:

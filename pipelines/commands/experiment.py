@@ -76,7 +76,11 @@ def experiment() -> None:
 @click.option("--size", required=True, type=click.IntRange(1), help="Groups per curated corpus.")
 @click.option("--arms", default=",".join(ARMS), show_default=True, callback=_csv(ARMS),
               help="Comma-separated arms.")  # fmt: skip
-def corpora_cmd(run: Path, out: Path | None, size: int, arms: tuple[str, ...], **kw: Any) -> None:
+@click.option("--quality-only", is_flag=True,
+              help="Only the arms' curation quality (seconds): no corpora, no training.")  # fmt: skip
+def corpora_cmd(
+    run: Path, out: Path | None, size: int, arms: tuple[str, ...], quality_only: bool, **kw: Any
+) -> None:
     """Corpora of one size from RUN's usable groups by AP, random, k-means balanced sampling,
     farthest-point and all; each pre-trained for SEEDS seeds and probed on the labelled pool.
 
@@ -87,7 +91,8 @@ def corpora_cmd(run: Path, out: Path | None, size: int, arms: tuple[str, ...], *
 
     results = run_corpora_experiment(
         run, out or run / "experiments" / "corpora", size, arms=arms, seeds=kw["seeds"],
-        train=_train(kw), world=kw["world"], parallel=kw["parallel"], echo=click.echo,
+        train=_train(kw), world=kw["world"], parallel=kw["parallel"],
+        quality_only=quality_only, echo=click.echo,
     )  # fmt: skip
     from terracorpus.pipelines.experiment.summary import markdown
 

@@ -79,8 +79,11 @@ def _materialize(cfg: RunConfig, run: RunDir, labeller: Labeller | None) -> None
     (run.root / DONE).write_text("complete\n")
 
 
-def build_pool(source: Path, target: Path, labeller: Labeller | None) -> Path:
-    """Every usable group of ``source`` as a run directory with its corpus at ``target``."""
+def build_pool(
+    source: Path, target: Path, labeller: Labeller | None, *, materialize: bool = True
+) -> Path:
+    """Every usable group of ``source`` as a run directory with its corpus at ``target``
+    (without ``materialize``: its selection only)."""
     if is_done(target):
         return target
     cfg = _run_copy(
@@ -89,7 +92,8 @@ def build_pool(source: Path, target: Path, labeller: Labeller | None) -> Path:
     run = RunDir(target, cfg, allow_mixed=True)
     if not run.path(SELECTION).exists():
         run_dedup(cfg, run)
-    _materialize(cfg, run, labeller)
+    if materialize:
+        _materialize(cfg, run, labeller)
     return target
 
 
@@ -139,13 +143,13 @@ def baseline_groups(arm: str, view: PoolView, size: int, seed: int) -> list[str]
     return [view.group_ids[i] for i in pick()]
 
 
-def build_ap_arm(source: Path, target: Path, size: int) -> list[str]:
+def build_ap_arm(source: Path, target: Path, size: int, *, materialize: bool = True) -> list[str]:
     """The run's own dedup at ``target_groups = size`` on a copy of its tables; its corpus."""
     cfg = _run_copy(source, target, {"target_groups": size})
     run = RunDir(target, cfg, allow_mixed=True)
     if not run.path(SELECTION).exists():
         run_dedup(cfg, run)
-    if not is_done(target):
+    if materialize and not is_done(target):
         _materialize(cfg, run, None)
     return kept_groups(target)
 

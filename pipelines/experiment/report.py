@@ -60,8 +60,9 @@ def _body(results: dict[str, Any], png: Callable[[Figure], str], path: Path) -> 
         f"{train.get('max_image_px', '?')} px"
         + (f"; corpora of {s['size']} groups" if "size" in s else "")
     )
-    parts = [f"<p class='meta'>{html.escape(meta)} — {html.escape(str(path))}</p>",
-             png(scores_figure(results))]  # fmt: skip
+    parts = [f"<p class='meta'>{html.escape(meta)} — {html.escape(str(path))}</p>"]
+    if results.get("jobs"):  # --quality-only trains nothing
+        parts.append(png(scores_figure(results)))
     if results.get("quality"):
         head = "".join(f"<th>{html.escape(t)}</th>" for _, t, _ in QUALITY)
         rows = ""

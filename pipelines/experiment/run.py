@@ -149,29 +149,36 @@ def run_corpora_experiment(
     train: TrainSettings = TrainSettings(),
     world: Path | None = None,
     parallel: int = 1,
+    quality_only: bool = False,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The corpus comparison (see the module docstring); returns the results document."""
+    """The corpus comparison (see the module docstring); returns the results document.
+
+    ``quality_only``: the arms' selections and their curation quality only, in seconds: no
+    corpus is written and nothing is trained (stochastic arms: one draw per seed).
+    """
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         raise StageError(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
     source_config(run)  # a curated run, or one clear error before anything is written
     settings = {"kind": "corpora", "run": str(run.resolve()), "size": size, "arms": list(arms),
                 "seeds": seeds, "train": train.config(), "folds": train.folds,
-                "shots": train.shots}  # fmt: skip
+                "shots": train.shots, **({"quality_only": True} if quality_only else {})}  # fmt: skip
     with _exclusive(out):
         _check_settings(out, settings)
         labeller = _labeller(run, world)
         echo(f"[experiment] pool: every usable group of {run} -> {out / 'pool'}")
-        pool = build_pool(run, out / "pool", labeller)
+        pool = build_pool(run, out / "pool", labeller, materialize=not quality_only)
         view = pool_view(pool, run)
         if size > len(view.group_ids):
             raise StageError(
                 f"--size {size} exceeds the pool's {len(view.group_ids)} usable groups; choose a smaller size"
             )
         classes = _classes(run, view, labeller)
-        corpora, quality = _arm_corpora(run, out, pool, view, classes, size, arms, seeds, echo)
-        jobs = [
+        corpora, quality = _arm_corpora(
+            run, out, pool, view, classes, size, arms, seeds, echo, materialize=not quality_only
+        )
+        jobs = [] if quality_only else [
             Job(arm, s, corpora[(arm, s)], pool, out / "jobs" / arm / f"seed-{s}",
                 train.config(), train.folds, train.shots)
             for s in range(seeds) for arm in arms  # seed-major: a cut-short run stays balanced
@@ -187,7 +194,7 @@ def run_corpora_experiment(
 
 def _arm_corpora(
     run: Path, out: Path, pool: Path, view: PoolView, classes: np.ndarray, size: int,
-    arms: tuple[str, ...], seeds: int, echo: Callable[[str], None],
+    arms: tuple[str, ...], seeds: int, echo: Callable[[str], None], materialize: bool,
 ) -> tuple[dict[tuple[str, int], Path], dict[str, Any]]:  # fmt: skip
     """The corpus of every (arm, seed) and each arm's curation quality."""
     corpora: dict[tuple[str, int], Path] = {}
@@ -202,10 +209,11 @@ def _arm_corpora(
             if arm == "all":
                 target, groups = pool, view.group_ids
             elif arm == "ap":
-                groups = build_ap_arm(run, target, size)
+                groups = build_ap_arm(run, target, size, materialize=materialize)
             else:
                 groups = baseline_groups(arm, view, size, s)
-                build_subset_arm(pool, run, target, groups, arm)
+                if materialize:
+                    build_subset_arm(pool, run, target, groups, arm)
             draws.append(_quality(view, classes, groups))
             for seed in range(seeds):
                 if arm not in STOCHASTIC or seed == s:

@@ -25,8 +25,8 @@ SCORES = (  # (key in the job scores, column title)
     ("linear_accuracy", "linear acc"),
 )
 QUALITY = (  # (key of SelectionQuality, column title, format)
-    ("groups", "groups", "{:.0f}"),
-    ("classes_kept", "classes", "{:.0f}"),
+    ("groups", "groups", "{:g}"),
+    ("classes_kept", "classes", "{:.3g}"),
     ("class_entropy", "entropy (bits)", "{:.3f}"),
     ("residual_duplicates", "residual dups", "{:.3f}"),
     ("low_information_share", "low-info share", "{:.3f}"),
@@ -63,7 +63,7 @@ def summarize(
         for arm in arms
     }
     versus = {}
-    if reference in scores:
+    if reference in scores and jobs:
         for arm in arms:
             if arm == reference:
                 continue
@@ -89,14 +89,17 @@ def markdown(results: dict[str, Any]) -> str:
     """The results as Markdown tables (scores; curation quality; against the reference)."""
     arms = results["arms"]
     n = max((results["scores"][a][SCORES[0][0]]["n"] for a in arms), default=0)
-    lines = [f"Downstream scores: mean over {n} seeds, 95 % interval (t).", ""]
-    lines.append("| arm | " + " | ".join(title for _, title in SCORES) + " |")
-    lines.append("|---" * (len(SCORES) + 1) + "|")
-    for arm in arms:
-        cells = [_cell(results["scores"][arm][key]) for key, _ in SCORES]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines: list[str] = []
+    if n:
+        lines += [f"Downstream scores: mean over {n} seeds, 95 % interval (t).", ""]
+        lines.append("| arm | " + " | ".join(title for _, title in SCORES) + " |")
+        lines.append("|---" * (len(SCORES) + 1) + "|")
+        for arm in arms:
+            cells = [_cell(results["scores"][arm][key]) for key, _ in SCORES]
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
     if results["quality"]:
-        lines += ["", "Curation quality (no training):", ""]
+        lines += ["Curation quality (no training):", ""]
         lines.append("| arm | " + " | ".join(title for _, title, _ in QUALITY) + " |")
         lines.append("|---" * (len(QUALITY) + 1) + "|")
         for arm, q in results["quality"].items():
