@@ -1,8 +1,11 @@
 """`terracorpus demo`: the whole mission on the embedded demo world.
 
 Builds the synthetic world, serves it through a real local STAC API, curates it into a corpus
-on a LocalCluster, pre-trains a `tiny` A²-MAE on CPU, probes the encoder, and writes the
-report. Training and probing run as `terracorpus train` / `terracorpus probe` sub-processes:
+on a LocalCluster, pre-trains a `tiny` A²-MAE on CPU, probes the encoder, builds an evaluation
+set from the world's truth on the ground curation did not keep, scores the encoder on
+classification, segmentation and change detection against random weights and a no-learning
+baseline, and writes the report. Training, probing and evaluating run as `terracorpus train` /
+`terracorpus probe` / `terracorpus evaluate` sub-processes:
 `pipelines` does not import `training` (DESIGN.md's module map), and a separate process keeps
 torch's threads out of the Dask client's way.
 """
@@ -30,6 +33,8 @@ from terracorpus.pipelines.corpus.labels import WorldLabeller
 from terracorpus.pipelines.corpus.location import CorpusLocation
 from terracorpus.pipelines.curate import curate
 from terracorpus.pipelines.errors import PipelineError, StageError
+from terracorpus.pipelines.evaluation.build import build_evalset
+from terracorpus.pipelines.evaluation.truth import WorldTruth
 from terracorpus.pipelines.report import write_report
 from terracorpus.pipelines.rundir import CONFIG_FILE
 
@@ -59,6 +64,7 @@ class DemoResult:
     paths: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     probe: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
 
 def demo_run_config(world: Any, api_url: str, run_dir: Path, preset: DemoPreset) -> RunConfig:
@@ -134,6 +140,29 @@ def _subcommand(args: list[str], log_path: Path, echo: Callable[[str], None]) ->
         code = proc.wait()
     if code != 0:
         raise StageError(f"`terracorpus {args[0]}` failed (exit {code}); its log is {log_path}")
+
+
+def _evaluate(
+    out: Path, world_dir: Path, run_dir: Path, encoder: Path, scores: Path,
+    echo: Callable[[str], None],
+) -> None:  # fmt: skip
+    """An evaluation set from the world's truth off the curated ground, then the three tasks.
+
+    All label shares would take minutes more on 2 CPU cores; the demo scores with every
+    training label, both views, 3 head seeds (``benchmarks/bench_evaluate.py`` does the rest).
+    """
+    evalset = out / "evalset"
+    echo("[evalset] the world's truth on the ground curation did not keep, split by area")
+    summary = build_evalset(
+        run_dir, evalset, WorldTruth(str(world_dir)), exclude=[str(run_dir)], overwrite=True
+    )
+    echo(f"[evalset] {summary.describe()}")
+    _subcommand(
+        ["evaluate", "--encoder", str(encoder), "--evalset", str(evalset), "--seeds", "3",
+         "--fractions", "1", "--json", str(scores)],
+        out / "evaluate.log",
+        echo,
+    )  # fmt: skip
 
 
 def run_demo(
@@ -221,6 +250,11 @@ def run_demo(
     )
     result.timings["probe"] = time.perf_counter() - t
     result.probe = json.loads(probe_json.read_text())
+    t = time.perf_counter()
+    evaluation_json = train_dir / "evaluation.json"  # beside probe.json, where the report looks
+    _evaluate(out, world.out, run_dir, train_dir / "encoder", evaluation_json, echo)
+    result.timings["evaluate"] = time.perf_counter() - t
+    result.evaluation = json.loads(evaluation_json.read_text())
 
     report = write_report(run_dir, train_dir=train_dir)
     result.paths = {
@@ -233,6 +267,8 @@ def run_demo(
         "checkpoints": train_dir,
         "encoder": train_dir / "encoder",
         "probe scores": probe_json,
+        "evaluation set": out / "evalset",
+        "evaluation scores": evaluation_json,
         "report": report,
     }
     return result

@@ -13,6 +13,7 @@ import html
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure
 
 METRICS = "metrics.jsonl"
 PROBE = "probe.json"
+EVALUATION = "evaluation.json"  # terracorpus evaluate --json; pictures in evaluation-pictures/
 RECONSTRUCTIONS = "reconstructions"
 SCORES = (
     ("linear_macro_f1", "linear probe macro-F1"),
@@ -51,6 +53,12 @@ def training_sections(
     if probe_file.exists():
         scores = json.loads(probe_file.read_text())
         sections.append(("Probe scores against random weights", _scores_html(scores, png)))
+    evaluation = train_dir / EVALUATION
+    if evaluation.exists():
+        sections.append(
+            ("Downstream tasks: classification, segmentation, change detection",
+             evaluation_html(json.loads(evaluation.read_text()), train_dir))
+        )  # fmt: skip
     pictures = sorted((train_dir / RECONSTRUCTIONS).glob("group-*.png"))
     if pictures:
         sections.append(
@@ -148,3 +156,43 @@ def _pictures(paths: list[Path]) -> str:
         "they were, hidden ones predicted). True colour, 2-98 % stretch of the truth.</p>"
     )
     return note + "\n".join(out)
+
+
+def evaluation_html(doc: dict[str, Any], train_dir: Path) -> str:
+    """Per task: the scores of the three encoders (each view and label share, mean and 95 %
+    interval over head seeds) and the picture of test samples, prediction beside truth."""
+    parts = [
+        "<p class='meta'>Frozen encoders with a linear head, scored on the test area of an "
+        "evaluation set built from the truth on ground the pre-training corpus does not hold "
+        "(docs/evaluation.md). no-learning: per-patch band means and standard deviations.</p>"
+    ]
+    for task, body in doc.get("tasks", {}).items():
+        head = (
+            "<tr><th>encoder</th><th>view</th><th>labels</th>"
+            f"<th>{html.escape(body['metric'])}</th><th>95 % interval</th></tr>"
+        )
+        rows = "".join(
+            f"<tr><td>{html.escape(r['encoder'])}</td><td>{html.escape(r['view'])}</td>"
+            f"<td>{r['fraction'] * 100:g} %</td><td>{r['mean']:.3f}</td>"
+            f"<td>[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]</td></tr>"
+            for r in body["rows"]
+        )
+        parts.append(f"<h3>{html.escape(task)}</h3><table class='table'>{head}{rows}</table>")
+        picture = _evaluation_picture(doc, task, train_dir)
+        if picture is not None:
+            data = base64.b64encode(picture.read_bytes()).decode()
+            parts.append(
+                f'<img class="figure" alt="{html.escape(task)}: prediction beside truth" '
+                f'src="data:image/png;base64,{data}">'
+            )
+    for task, why in doc.get("skipped", {}).items():
+        parts.append(f"<p class='meta'>{html.escape(task)}: skipped ({html.escape(why)}).</p>")
+    return "\n".join(parts)
+
+
+def _evaluation_picture(doc: dict[str, Any], task: str, train_dir: Path) -> Path | None:
+    beside = train_dir / "evaluation-pictures" / f"{task}.png"
+    if beside.is_file():
+        return beside
+    named = doc.get("pictures", {}).get(task)
+    return Path(named) if named and Path(named).is_file() else None

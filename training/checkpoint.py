@@ -40,9 +40,11 @@ def save_checkpoint(
     *,
     rank: int,
     world_size: int,
+    bands: list[list[float]] | None = None,
 ) -> None:
     """Write ``checkpoints/step-N.pt`` and ``last.pt`` under ``out`` (rank 0 writes; every
-    rank must call, for its RNG state), keeping the newest ``cfg.keep_checkpoints``."""
+    rank must call, for its RNG state), keeping the newest ``cfg.keep_checkpoints``.
+    ``bands``: (centre wavelength, bandwidth) of every band the corpus holds, for the export."""
     rng = _rng_state()
     states: list[Any] = [rng]
     if world_size > 1:
@@ -61,6 +63,7 @@ def save_checkpoint(
         "step": step,
         "data": {"batches_per_rank": step * cfg.grad_accum, "world_size": world_size},
         "rng": states,
+        "bands": bands or [],
     }
     ckpts = out / "checkpoints"
     _atomic_save(ckpt, ckpts / f"step-{step:08d}.pt")

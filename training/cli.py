@@ -166,6 +166,65 @@ def export(checkpoint: str, out: str, overwrite: bool) -> None:
     click.echo(f"encoder written to {path}")
 
 
+@click.command()
+@click.option("--encoder", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Export directory (terracorpus export).")  # fmt: skip
+@click.option("--evalset", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Evaluation set directory (terracorpus evalset build).")  # fmt: skip
+@click.option("--task", "tasks", multiple=True,
+              type=click.Choice(["classification", "segmentation", "change"]),
+              help="Task to score (repeatable; default all three).")  # fmt: skip
+@click.option("--seeds", default=3, show_default=True, help="Head seeds per score (>= 1).")
+@click.option("--fractions", default="0.01,0.1,1", show_default=True,
+              help="Shares of the training labels the heads see, comma-separated.")  # fmt: skip
+@click.option("--view", "views", multiple=True, type=click.Choice(["anchor", "group"]),
+              help="anchor image alone, or the whole group visible (default both).")  # fmt: skip
+@click.option("--no-baselines", is_flag=True, help="Score only the given encoder.")
+@click.option("--max-image-px", default=64, show_default=True)
+@click.option(
+    "--cpu-threads",
+    default=1,
+    show_default=True,
+    help="torch threads (small heads on a shared CPU run fastest on one).",
+)
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), help="Write the scores as JSON."
+)
+@click.option("--pictures", type=click.Path(file_okay=False),
+              help="Directory for a picture per task (default: beside --json).")  # fmt: skip
+@_user_errors
+def evaluate(
+    encoder: str, evalset: str, tasks: tuple[str, ...], seeds: int, fractions: str,
+    views: tuple[str, ...], no_baselines: bool, max_image_px: int, cpu_threads: int,
+    json_out: str | None, pictures: str | None,
+) -> None:  # fmt: skip
+    """Score a frozen encoder against random weights and a no-learning baseline on an
+    evaluation set: classification, segmentation and change detection."""
+    import torch
+
+    from terracorpus.training.errors import EvaluationError
+    from terracorpus.training.evaluation import FRACTIONS, TASKS, evaluate_encoder
+
+    torch.set_num_threads(max(1, cpu_threads))
+    try:
+        shares = [float(f) for f in fractions.split(",") if f.strip()] or list(FRACTIONS)
+    except ValueError:
+        raise EvaluationError(
+            f"--fractions {fractions!r} is not a comma-separated list of numbers"
+        ) from None
+    if pictures is None and json_out is not None:
+        pictures = str(Path(json_out).with_suffix("")) + "-pictures"
+    report = evaluate_encoder(
+        encoder, evalset, tasks=tasks or TASKS, seeds=seeds, fractions=shares,
+        views=views or ("anchor", "group"), baselines=not no_baselines,
+        max_image_px=max_image_px, pictures_dir=pictures,
+    )  # fmt: skip
+    click.echo(report.table())
+    if json_out:
+        report.write_json(json_out)
+        click.echo(f"scores written to {json_out}")
+
+
 @click.group()
 def _torchrun_main() -> None:
     """Entry for ``torchrun -m terracorpus.training.cli train ...`` (DDP)."""
@@ -174,6 +233,7 @@ def _torchrun_main() -> None:
 _torchrun_main.add_command(train)
 _torchrun_main.add_command(probe)
 _torchrun_main.add_command(export)
+_torchrun_main.add_command(evaluate)
 
 if __name__ == "__main__":
     _torchrun_main()

@@ -141,20 +141,29 @@ def load_group(reader: CorpusReader, group: int, cfg: DataConfig, epoch: int = 0
     if cfg.anchor_only:
         members = members[:1]
     raws = reader.read_images(members, cfg.max_image_px)
+    sample = sample_of_images(reader, raws, group, cfg.patch_px)
+    rng = np.random.default_rng([cfg.seed, epoch, group])
+    boxes = [_boxes(im, cfg.patch_px) for im in sample.images]
+    for im, vis in zip(
+        sample.images, group_masks(boxes, cfg.mask_ratio, cfg.mask_policy, rng), strict=True
+    ):
+        im.visible = torch.from_numpy(vis)
+    return sample
+
+
+def sample_of_images(
+    reader: CorpusReader, raws: Sequence[RawImage], group: int, patch_px: int
+) -> GroupSample:
+    """Images read from ``reader`` (the first is the anchor) as one sample of group ``group``,
+    every token visible; images smaller than one patch are left out."""
     anchor = raws[0].transform
-    images = [_image_sample(r, anchor, i == 0, cfg.patch_px, reader) for i, r in enumerate(raws)]
+    images = [_image_sample(r, anchor, i == 0, patch_px, reader) for i, r in enumerate(raws)]
     images = [im for im in images if im.grid[0] * im.grid[1] > 0]
     if not images or not images[0].is_anchor:
         raise CorpusFormatError(
             f"group {reader.groups.group_id[group]}: the anchor image is smaller than one "
-            f"{cfg.patch_px}-pixel patch; lower patch_px or raise max_image_px"
+            f"{patch_px}-pixel patch; lower patch_px or raise max_image_px"
         )
-    rng = np.random.default_rng([cfg.seed, epoch, group])
-    boxes = [_boxes(im, cfg.patch_px) for im in images]
-    for im, vis in zip(
-        images, group_masks(boxes, cfg.mask_ratio, cfg.mask_policy, rng), strict=True
-    ):
-        im.visible = torch.from_numpy(vis)
     return GroupSample(group, str(reader.groups.group_id[group]), images)
 
 

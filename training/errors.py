@@ -32,3 +32,8 @@ class RunDirError(TrainingError):
 
 class ProbeError(TrainingError):
     """A probe cannot run: no labels, or too few labelled groups in a split."""
+
+
+class EvaluationError(TrainingError):
+    """An evaluation cannot run: no or a damaged evaluation set, bands the encoder never saw,
+    too few labelled samples in a split."""

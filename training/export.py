@@ -37,6 +37,7 @@ def export_encoder(checkpoint: str | Path, out_dir: str | Path, *, overwrite: bo
         "model_name": ckpt["model_name"],
         "model_args": ckpt["model_args"],
         "step": ckpt["step"],
+        "bands": ckpt.get("bands", []),  # what it saw in pre-training (evaluate checks)
         "source_checkpoint": str(src),
     }
     (out / META).write_text(json.dumps(meta, indent=2))
@@ -46,7 +47,14 @@ def export_encoder(checkpoint: str | Path, out_dir: str | Path, *, overwrite: bo
 def load_encoder(path: str | Path) -> A2MAE:
     """Rebuild a model from an export directory with its encoder weights (decoder untrained)."""
     meta = _read_meta(Path(path))
-    model = A2MAE(ModelArgs(**meta["model_args"]))
+    try:
+        model = A2MAE(ModelArgs(**meta["model_args"]))
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"{path}: the export is of another model ({meta.get('model_name')!r}, arguments "
+            f"{meta.get('model_args')!r} do not build this version's A²-MAE: {e}); export it "
+            "again with this version of terracorpus"
+        ) from None
     weights = load_file(str(Path(path) / WEIGHTS))
     expected = set(model.encoder_state_dict())
     if set(weights) != expected:
@@ -59,6 +67,12 @@ def load_encoder(path: str | Path) -> A2MAE:
     except RuntimeError as e:
         raise CheckpointError(f"{path}: encoder weights do not fit its model arguments: {e}") from e
     return model.eval()
+
+
+def trained_bands(path: str | Path) -> list[tuple[float, float]]:
+    """(centre wavelength, bandwidth) in µm of the bands the encoder saw in pre-training, as
+    its export records them (empty for an export made before they were recorded)."""
+    return [(float(w), float(b)) for w, b in _read_meta(Path(path)).get("bands", [])]
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

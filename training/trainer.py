@@ -151,8 +151,9 @@ def _run(
             out_of_time = _out_of_time(started, cfg, env)
             if done % cfg.checkpoint_every == 0 or done == end or out_of_time:
                 save_checkpoint(
-                    out, model, optimizer, cfg, done, rank=env.rank, world_size=env.world_size
-                )
+                    out, model, optimizer, cfg, done, rank=env.rank, world_size=env.world_size,
+                    bands=corpus_bands(reader),
+                )  # fmt: skip
             if out_of_time:
                 log.warning("stopping at step %d: max_minutes=%s reached", done, cfg.max_minutes)
                 result.steps = done
@@ -433,3 +434,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     path.write_text("".join(ln + "\n" for ln in lines if json.loads(ln)["step"] <= step))
+
+
+def corpus_bands(reader: CorpusReader) -> list[list[float]]:
+    """(centre wavelength, bandwidth) in µm of every band of the corpus, once each."""
+    pairs = {
+        (round(float(w), 4), round(float(b), 4))
+        for info in reader.sensors.values()
+        for w, b in zip(info.wavelengths, info.bandwidths, strict=True)
+    }
+    return [list(p) for p in sorted(pairs)]

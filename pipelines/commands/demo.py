@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -49,7 +50,25 @@ def demo_cmd(preset: str, out: Path, seed: int) -> None:
             f"{scores['linear_macro_f1']:.3f} (acc {scores['linear_accuracy']:.3f}), kNN macro-F1 "
             f"{scores['knn_macro_f1']:.3f} (acc {scores['knn_accuracy']:.3f})"
         )
+    for task, doc in result.evaluation.get("tasks", {}).items():
+        click.echo(f"  {task} ({doc['metric']}, test area): " + _task_line(doc["rows"]))
+    for task, why in result.evaluation.get("skipped", {}).items():
+        click.echo(f"  {task}: skipped ({why})")
     click.echo("  timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items()))
+
+
+def _task_line(rows: list[dict[str, Any]]) -> str:
+    """Each encoder's score with all labels, the better view of each."""
+    best: dict[str, dict[str, Any]] = {}
+    top = max(x["fraction"] for x in rows)
+    for r in rows:
+        better = r["encoder"] not in best or r["mean"] > best[r["encoder"]]["mean"]
+        if r["fraction"] == top and better:
+            best[r["encoder"]] = r
+    return ", ".join(
+        f"{name} {r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] ({r['view']})"
+        for name, r in best.items()
+    )
 
 
 COMMANDS = [report_cmd, demo_cmd]

@@ -1,0 +1,287 @@
+"""Evaluation sets from the demo world's truth, and scoring encoders on them.
+
+The set is built from a run's groups off the ground of a pre-training corpus, split by area;
+``training`` reads it back (the format is written down on both sides, held together here).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+import torch
+import zarr
+from click.testing import CliRunner
+from describe_builders import trusted_access
+from safetensors.torch import save_file
+
+from terracorpus.catalogs.frames import scenes_to_frame
+from terracorpus.catalogs.parse import scene_from_item
+from terracorpus.catalogs.sensors import builtin_registry
+from terracorpus.catalogs.world import read_truth
+from terracorpus.catalogs.world.testing import tiny_world
+from terracorpus.curation.groups import GroupParams, build_groups, groups_to_frame
+from terracorpus.pipelines.cli import main
+from terracorpus.pipelines.config import CorpusConfig, RunConfig
+from terracorpus.pipelines.evaluation.build import EvalSetParams, build_evalset
+from terracorpus.pipelines.evaluation.truth import EvalSetError, RasterTruth, WorldTruth
+from terracorpus.pipelines.rundir import RunDir
+from terracorpus.pipelines.stages.materialize import chip_id, run_materialize
+from terracorpus.training.errors import CheckpointError, EvaluationError
+from terracorpus.training.evaluation import evaluate_encoder, interval95
+from terracorpus.training.evaluation_heads import (
+    Sample,
+    change_scores,
+    confusion,
+    fit_head,
+    iou_scores,
+    predict_proba,
+)
+from terracorpus.training.evaluation_set import open_evalset
+from terracorpus.training.export import ENCODER_FORMAT, META, WEIGHTS
+from terracorpus.training.model import A2MAE, model_args
+
+N_PRETRAIN = 8
+
+
+def _run(tmp_path_factory, world) -> RunDir:
+    """A run directory holding every group of the tiny world; the first N_PRETRAIN kept."""
+    reg = builtin_registry()
+    items = sorted(Path(world.out, "items").rglob("*.json"))
+    scenes = [scene_from_item(json.loads(p.read_text()), reg) for p in items]
+    groups = build_groups(scenes, GroupParams(chip_size_m=480.0))
+    selection = pd.DataFrame(
+        [
+            {"chip_id": chip_id(g.group_id, m.scene_id), "group_id": g.group_id,
+             "cluster_id": 0, "is_exemplar": True, "kept": i < N_PRETRAIN, "reason": ""}
+            for i, g in enumerate(groups)
+            for m in g.members
+        ]
+    )  # fmt: skip
+    scenes, access = trusted_access(scenes)
+    run_dir = str(tmp_path_factory.mktemp("evrun"))
+    cfg = RunConfig(run_dir=run_dir, corpus=CorpusConfig(shard_mb=2), **access)
+    run = RunDir(cfg.run_dir, cfg)
+    run.write_table("scenes.parquet", scenes_to_frame(scenes), stage="search")
+    run.write_table("groups.parquet", groups_to_frame(groups), stage="group")
+    run.write_table("selection.parquet", selection, stage="dedup")
+    return run
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[RunDir, Path, Path]:
+    """(run with its pre-training corpus, world directory, evaluation set)."""
+    world = tiny_world(tmp_path_factory.getbasetemp())
+    run = _run(tmp_path_factory, world)
+    run_materialize(run.config, run)
+    out = tmp_path_factory.mktemp("evalset") / "set"
+    build_evalset(run.root, out, WorldTruth(str(world.out)), exclude=[str(run.root)],
+                  params=EvalSetParams(max_groups=24))  # fmt: skip
+    return run, Path(world.out), out
+
+
+def _export(model: A2MAE, out: Path, **meta: object) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.contiguous() for k, v in model.encoder_state_dict().items()}, str(out / WEIGHTS)
+    )
+    doc = {"format": ENCODER_FORMAT, "version": 1, "model_name": "tiny",
+           "model_args": model.args_dict(), "step": 0, **meta}  # fmt: skip
+    (out / META).write_text(json.dumps(doc))
+    return out
+
+
+def _footprints(root: zarr.Group) -> dict[str, object]:
+    from pyproj import Transformer
+
+    ids = np.asarray(root["groups/group_id"][:]).astype(object).astype(str)
+    bounds = np.asarray(root["groups/bounds"][:])
+    crs = np.asarray(root["groups/crs"][:]).astype(object).astype(str)
+    out = {}
+    for g, b, c in zip(ids, bounds, crs, strict=True):
+        t = Transformer.from_crs(str(c), "EPSG:4326", always_xy=True)
+        xs, ys = t.transform([b[0], b[2], b[2], b[0]], [b[1], b[1], b[3], b[3]])
+        out[str(g)] = shapely.Polygon(zip(xs, ys, strict=True))
+    return out
+
+
+def _shared(a, b) -> bool:
+    return a.intersection(b).area > 0.01 * min(a.area, b.area)
+
+
+@pytest.mark.integration
+def test_the_set_lies_off_the_pretraining_ground_and_splits_by_area(built):
+    run, _, out = built
+    es = open_evalset(out)
+    pretrain = _footprints(zarr.open_group(run.root / "corpus.zarr", mode="r"))
+    evalset = _footprints(zarr.open_group(out / "corpus.zarr", mode="r"))
+    assert len(pretrain) == N_PRETRAIN and set(evalset).isdisjoint(pretrain)
+    for fp in evalset.values():
+        assert not any(_shared(fp, other) for other in pretrain.values())
+    split = dict(zip(es.reader.groups.group_id[es.corpus_group].astype(str), es.split, strict=True))
+    assert {"train", "val", "test"} <= set(split.values())
+    for a, fa in evalset.items():
+        for b, fb in evalset.items():
+            if a < b and _shared(fa, fb):
+                assert split[a] == split[b]  # no ground seen by two splits
+
+
+@pytest.mark.integration
+def test_class_maps_are_the_world_truth(built):
+    _, world_dir, out = built
+    es = open_evalset(out)
+    root = zarr.open_group(out / "corpus.zarr", mode="r")
+    for i in range(0, len(es), 7):
+        row = es.corpus_group[i]
+        b, crs = root["groups/bounds"][row], str(root["groups/crs"][row])
+        truth = read_truth(world_dir, tuple(b), crs)
+        known = truth[truth > 0]
+        assert es.label[i] == np.bincount(known).argmax()
+        assert es.truth[i].shape == (48, 48)  # 480 m at 10 m
+        stored = es.truth[i][es.truth[i] > 0]
+        assert set(np.unique(stored)) <= set(np.unique(known))
+
+
+@pytest.mark.integration
+def test_evaluate_scores_every_encoder_view_and_label_share(built, tmp_path):
+    _, _, out = built
+    torch.manual_seed(1)
+    enc = _export(A2MAE(model_args("tiny")), tmp_path / "enc")
+    report = evaluate_encoder(enc, out, tasks=("classification", "segmentation", "change"),
+                              seeds=2, fractions=(0.34, 1.0), pictures_dir=tmp_path / "pics")  # fmt: skip
+    for task in ("classification", "segmentation"):
+        rows = [r for r in report.rows if r.task == task]
+        assert {(r.encoder, r.view, r.fraction) for r in rows} == {
+            (e, v, f) for e in ("pre-trained", "random", "no-learning")
+            for v in ("anchor", "group") for f in (0.34, 1.0)
+        }  # fmt: skip
+        for r in rows:
+            assert 0 <= r.ci95[0] <= r.mean <= r.ci95[1] <= 1 and len(r.per_seed) == 2
+        assert (tmp_path / "pics" / f"{task}.png").stat().st_size > 1000
+    seg = [r for r in report.rows if r.task == "segmentation" and r.fraction == 1.0]
+    assert all(r.details["per_class_iou"] for r in seg)
+    # the raw spectra separate the world's classes: far above chance on every test pixel
+    assert report.score("segmentation", "no-learning", view="group") > 0.2
+    # a one-year world has no change pairs: said, not scored as zero
+    assert "two years" in report.skipped["change"]
+    assert "change" not in report.as_dict()["tasks"]
+
+
+@pytest.mark.integration
+def test_cli_prints_the_table_and_writes_json(built, tmp_path):
+    _, _, out = built
+    enc = _export(A2MAE(model_args("tiny")), tmp_path / "enc")
+    js = tmp_path / "scores.json"
+    result = CliRunner().invoke(main, ["evaluate", "--encoder", str(enc), "--evalset", str(out),
+                                       "--task", "segmentation", "--seeds", "2", "--fractions",
+                                       "1", "--view", "anchor", "--json", str(js)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "no-learning" in result.output and "random" in result.output
+    doc = json.loads(js.read_text())
+    assert len(doc["tasks"]["segmentation"]["rows"]) == 3
+    assert Path(doc["pictures"]["segmentation"]).is_file()
+
+
+@pytest.mark.integration
+def test_bands_the_encoder_never_saw_are_refused(built, tmp_path):
+    _, _, out = built
+    enc = _export(A2MAE(model_args("tiny")), tmp_path / "enc", bands=[[0.665, 0.03]])
+    result = CliRunner().invoke(main, ["evaluate", "--encoder", str(enc), "--evalset", str(out)])
+    assert result.exit_code == 2
+    assert "never saw" in result.output and "sentinel-2-l2a" in result.output
+
+
+def test_an_export_of_another_model_is_refused(tmp_path):
+    enc = _export(A2MAE(model_args("tiny")), tmp_path / "enc")
+    doc = json.loads((enc / META).read_text())
+    doc["model_name"], doc["model_args"] = "other-vit", {"img_size": 224, "embed_dim": 768}
+    (enc / META).write_text(json.dumps(doc))
+    result = CliRunner().invoke(
+        main, ["evaluate", "--encoder", str(enc), "--evalset", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "another model" in result.output
+    (enc / META).write_text(json.dumps({"format": "timm", "model": "vit"}))
+    with pytest.raises(CheckpointError, match="not a terracorpus encoder export"):
+        evaluate_encoder(enc, tmp_path)
+
+
+def test_a_directory_without_labels_is_not_an_evaluation_set(tmp_path):
+    with pytest.raises(EvaluationError, match="evalset build"):
+        open_evalset(tmp_path)
+
+
+def test_truth_missing_for_a_year_is_named(tmp_path):
+    truth = RasterTruth({2023: str(tmp_path / "2023.tif")}, {1: "water"})
+    with pytest.raises(EvalSetError, match="no labels raster for 2024"):
+        truth((0, 0, 10, 10), "EPSG:32631", 2024, (4, 4))
+    world = tiny_world(tmp_path)
+    years = WorldTruth(str(world.out)).years
+    with pytest.raises(EvalSetError, match=f"no truth for {max(years) + 1}"):
+        WorldTruth(str(world.out))((0, 0, 1, 1), "EPSG:32615", max(years) + 1, (2, 2))
+
+
+def test_evalset_build_cli_needs_a_truth(tmp_path):
+    result = CliRunner().invoke(main, ["evalset", "build", "--run", str(tmp_path), "--out",
+                                       str(tmp_path / "o")])  # fmt: skip
+    assert result.exit_code == 2 and "--world" in result.output
+
+
+# -- heads and metrics, without files ----------------------------------------------------------
+def _blobs(n: int, rng: np.random.Generator) -> list[Sample]:
+    """Feature grids whose channel k is high where the (upsampled) class is k."""
+    out = []
+    for _ in range(n):
+        cls = rng.integers(1, 4, size=(4, 4))
+        feats = np.stack([(cls == k).astype(np.float32) for k in range(4)]) + rng.normal(
+            0, 0.1, (4, 4, 4)
+        ).astype(np.float32)
+        target = np.kron(cls, np.ones((4, 4), dtype=np.int64))  # 16 x 16 pixels
+        out.append(Sample(feats, target))
+    return out
+
+
+def test_a_linear_head_upsampled_to_pixels_learns_a_separable_map():
+    rng = np.random.default_rng(0)
+    train, test = _blobs(30, rng), _blobs(10, rng)
+    head = fit_head(train, 4, weight_decay=1e-4, seed=0)
+    truth = np.concatenate([s.target.ravel() for s in test])
+    pred = np.concatenate([p.argmax(0).ravel() for p in predict_proba(head, test)])
+    miou, per_class = iou_scores(confusion(truth, pred, 4))
+    assert miou > 0.7 and set(per_class) == {1, 2, 3}  # bilinear edges cost a little
+
+
+def test_metrics_on_a_known_confusion():
+    cm = confusion(np.array([0, 0, 1, 1, -1]), np.array([0, 1, 1, 1, 0]), 2)
+    assert cm.tolist() == [[1, 1], [0, 2]]  # the unknown pixel is not counted
+    s = change_scores(cm)
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == 1.0
+    assert s["f1"] == pytest.approx(0.8)
+    miou, per = iou_scores(cm)
+    assert per == {0: 0.5, 1: pytest.approx(2 / 3)} and miou == pytest.approx(7 / 12)
+    lo, hi = interval95([0.5, 0.6, 0.7])
+    assert lo < 0.6 < hi and interval95([0.4]) == (0.4, 0.4)
+
+
+def test_the_report_shows_each_tasks_scores_and_picture(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from terracorpus.pipelines.report_training import training_sections
+
+    pictures = tmp_path / "evaluation-pictures"
+    pictures.mkdir()
+    fig = plt.figure(figsize=(1, 1))
+    fig.savefig(pictures / "segmentation.png")
+    plt.close(fig)
+    row = {"encoder": "no-learning", "view": "group", "fraction": 1.0, "mean": 0.412,
+           "ci95": [0.4, 0.424]}  # fmt: skip
+    doc = {"tasks": {"segmentation": {"metric": "miou", "rows": [row]}},
+           "skipped": {"change": "no change pairs"}}  # fmt: skip
+    (tmp_path / "evaluation.json").write_text(json.dumps(doc))
+    sections = dict(training_sections(tmp_path, lambda fig: ""))
+    body = sections["Downstream tasks: classification, segmentation, change detection"]
+    assert "0.412" in body and "[0.400, 0.424]" in body and "data:image/png" in body
+    assert "change: skipped (no change pairs)" in body
