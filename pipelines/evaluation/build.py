@@ -226,8 +226,9 @@ def _split_by_area(
     groups: list[ImageGroup], params: EvalSetParams, summary: EvalSetSummary
 ) -> dict[str, str]:
     """Group id -> split: whole blocks of ground per split, blocks in a stable pseudo-random
-    order filled into train, val, test up to their shares; then every group overlapping a group
-    of another split is dropped (its ground would be seen by both)."""
+    order, each to the split furthest below its share (so three blocks fill all three splits);
+    then every group overlapping a group of another split is dropped (its ground would be
+    seen by both)."""
     if not groups:
         raise EvalSetError("no candidate groups to build an evaluation set from")
     chip = float(np.median([g.chip_size_m for g in groups]))
@@ -236,14 +237,14 @@ def _split_by_area(
     for g in groups:
         blocks[_block_of(g, block_m)].append(g)
     order = sorted(blocks, key=lambda b: _stable_unit("block", *b))
-    targets = np.cumsum(params.fractions) / sum(params.fractions) * len(groups)
+    share = np.asarray(params.fractions, dtype=float) / sum(params.fractions)
+    filled = np.zeros(len(SPLITS))
     split: dict[str, str] = {}
-    done = 0
-    for b in order:
-        name = SPLITS[min(int(np.searchsorted(targets, done, side="right")), 2)]
+    for b in order:  # each block to the split furthest below its share (ties: train, val, test)
+        k = int(np.argmax((share * len(groups) - filled) / np.maximum(share, 1e-9)))
         for g in blocks[b]:
-            split[g.group_id] = name
-        done += len(blocks[b])
+            split[g.group_id] = SPLITS[k]
+        filled[k] += len(blocks[b])
     return _drop_straddling(groups, split, summary)
 
 
