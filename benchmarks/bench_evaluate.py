@@ -64,7 +64,9 @@ def targets(report: EvaluationReport) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--demo", required=True, type=Path, help="terracorpus demo --out directory")
     ap.add_argument("--encoder", action="append", default=[], help="more encoders to score")
     ap.add_argument("--seeds", type=int, default=3)
