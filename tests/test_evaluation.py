@@ -72,6 +72,15 @@ def _run(tmp_path_factory, world) -> RunDir:
     return run
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small heads on a shared 2-core machine: more threads only thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[RunDir, Path, Path]:
     """(run with its pre-training corpus, world directory, evaluation set)."""
@@ -152,12 +161,13 @@ def test_evaluate_scores_every_encoder_view_and_label_share(built, tmp_path):
     torch.manual_seed(1)
     enc = _export(A2MAE(model_args("tiny")), tmp_path / "enc")
     report = evaluate_encoder(enc, out, tasks=("classification", "segmentation", "change"),
-                              seeds=2, fractions=(0.34, 1.0), pictures_dir=tmp_path / "pics")  # fmt: skip
+                              seeds=2, fractions=(0.34, 1.0), views=("group",),
+                              pictures_dir=tmp_path / "pics")  # fmt: skip
     for task in ("classification", "segmentation"):
         rows = [r for r in report.rows if r.task == task]
         assert {(r.encoder, r.view, r.fraction) for r in rows} == {
             (e, v, f) for e in ("pre-trained", "random", "no-learning")
-            for v in ("anchor", "group") for f in (0.34, 1.0)
+            for v in ("group",) for f in (0.34, 1.0)
         }  # fmt: skip
         for r in rows:
             assert 0 <= r.ci95[0] <= r.mean <= r.ci95[1] <= 1 and len(r.per_seed) == 2
@@ -166,9 +176,13 @@ def test_evaluate_scores_every_encoder_view_and_label_share(built, tmp_path):
     assert all(r.details["per_class_iou"] for r in seg)
     # the raw spectra separate the world's classes: far above chance on every test pixel
     assert report.score("segmentation", "no-learning", view="group") > 0.2
-    # a one-year world has no change pairs: said, not scored as zero
-    assert "two years" in report.skipped["change"]
-    assert "change" not in report.as_dict()["tasks"]
+    # the world spans several years: groups with one sensor's images of two years are pairs
+    assert len(open_evalset(out).pairs) > 0
+    change = [r for r in report.rows if r.task == "change"]
+    if change:  # scored: F1 of changed pixels with a threshold chosen on val
+        assert all(0 <= r.mean <= 1 and "threshold" in r.details for r in change)
+    else:  # a split without pairs is said, not scored as zero
+        assert "split" in report.skipped["change"]
 
 
 @pytest.mark.integration
@@ -192,7 +206,7 @@ def test_bands_the_encoder_never_saw_are_refused(built, tmp_path):
     enc = _export(A2MAE(model_args("tiny")), tmp_path / "enc", bands=[[0.665, 0.03]])
     result = CliRunner().invoke(main, ["evaluate", "--encoder", str(enc), "--evalset", str(out)])
     assert result.exit_code == 2
-    assert "never saw" in result.output and "sentinel-2-l2a" in result.output
+    assert "never saw" in result.output and "it saw [0.665] µm" in result.output
 
 
 def test_an_export_of_another_model_is_refused(tmp_path):

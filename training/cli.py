@@ -205,6 +205,7 @@ def evaluate(
     from terracorpus.training.errors import EvaluationError
     from terracorpus.training.evaluation import FRACTIONS, TASKS, evaluate_encoder
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(max(1, cpu_threads))
     try:
         shares = [float(f) for f in fractions.split(",") if f.strip()] or list(FRACTIONS)
@@ -214,11 +215,14 @@ def evaluate(
         ) from None
     if pictures is None and json_out is not None:
         pictures = str(Path(json_out).with_suffix("")) + "-pictures"
-    report = evaluate_encoder(
-        encoder, evalset, tasks=tasks or TASKS, seeds=seeds, fractions=shares,
-        views=views or ("anchor", "group"), baselines=not no_baselines,
-        max_image_px=max_image_px, pictures_dir=pictures,
-    )  # fmt: skip
+    try:
+        report = evaluate_encoder(
+            encoder, evalset, tasks=tasks or TASKS, seeds=seeds, fractions=shares,
+            views=views or ("anchor", "group"), baselines=not no_baselines,
+            max_image_px=max_image_px, pictures_dir=pictures,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     click.echo(report.table())
     if json_out:
         report.write_json(json_out)

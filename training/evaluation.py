@@ -244,12 +244,13 @@ def check_bands(seen: Sequence[tuple[float, float]], es: EvalSet, name: str) -> 
         return
     known = np.asarray([b[0] for b in seen], dtype=float)
     for sensor, info in es.reader.sensors.items():
-        far = [float(w) for w in info.wavelengths if np.min(np.abs(known - w)) > 0.02]
+        far = [round(float(w), 3) for w in info.wavelengths if np.min(np.abs(known - w)) > 0.02]
         if far:
+            saw = sorted({round(float(w), 3) for w in known})
             raise EvaluationError(
                 f"evaluation set {es.path}: sensor {sensor} has bands at {far} µm that encoder "
-                f"{name} never saw in pre-training (it saw {sorted(set(np.round(known, 3)))} µm); "
-                "evaluate on a set of the sensors it was trained on"
+                f"{name} never saw in pre-training (it saw {saw} µm); evaluate on a set of the "
+                "sensors it was trained on"
             )
 
 
