@@ -30,6 +30,9 @@ def draw_task(
     names = list(shown)
     first = next(iter(shown.values()))[0]
     n = min(N_SHOWN, len(first))
+    picks = _picks(task, first, n)
+    shown = {k: ([samples[i] for i in picks], head, t) for k, (samples, head, t) in shown.items()}
+    first = next(iter(shown.values()))[0]
     fig, axes = plt.subplots(n, 1 + len(names), figsize=(2.2 * (1 + len(names)), 2.3 * n),
                              squeeze=False, dpi=80)  # fmt: skip
     cmap = ListedColormap([plt.get_cmap("tab10")(i) for i in range(max(2, max(es.classes) + 1))])
@@ -52,6 +55,15 @@ def draw_task(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _picks(task: str, samples: list[Sample], n: int) -> list[int]:
+    """For change, the test pairs with the most changed pixels (most pairs have none); else
+    the first ``n``."""
+    if task != "change":
+        return list(range(n))
+    changed = [int((s.target == 1).sum()) for s in samples]
+    return sorted(sorted(range(len(samples)), key=lambda i: -changed[i])[:n])
 
 
 def _predictions(
