@@ -238,8 +238,8 @@ def _config(
                     }
                 ],
                 "tiles": [bbox],
-                "start": "2023-01-01",
-                "end": "2023-12-31",
+                "start": "2000-01-01",  # every year of the world
+                "end": "2030-12-31",
                 "page_size": 1000,
             },
             "group": {"chip_size_m": CHIP_M},
@@ -288,7 +288,11 @@ def _processes_cluster(workers: int) -> Iterator[tuple[str, list[int]]]:
         for p in reversed(procs):
             p.terminate()
         for p in procs:
-            p.wait(timeout=30)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a worker stuck closing on a loaded machine
+                p.kill()
+                p.wait(timeout=30)
 
 
 def _free_port() -> int:
