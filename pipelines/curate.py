@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from terracorpus.catalogs.redact import RedactingFilter
+from terracorpus.catalogs.search import SAME_ACQUISITION
+from terracorpus.curation.groups.unused import CHOICES
 from terracorpus.pipelines.cluster import dask_client
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.errors import StageError
@@ -85,11 +87,18 @@ class StageOutcome:
     summary: Any = None
 
 
+SET_ASIDE = CHOICES | {SAME_ACQUISITION, "anchor_replaced"}
+"""Rows of ``failures.parquet`` that record a choice or a recovery, not a failure: scenes the
+group rules set aside, an acquisition kept once, a group re-anchored after its anchor failed
+(that scene's own failure has its own row)."""
+
+
 @dataclass
 class CurateResult:
     run_dir: str
     stages: list[StageOutcome] = field(default_factory=list)
     failures: int = 0
+    set_aside: int = 0  # rows of failures.parquet that record a choice, not a failure
 
 
 def output_is_current(run: RunDir, name: str) -> bool:
@@ -208,5 +217,7 @@ def _curate(
             echo(f"[{stage.name}] done in {seconds:.1f} s" + (f": {summary}" if summary else ""))
             result.stages.append(StageOutcome(stage.name, "ran", seconds, summary))
             rerun_rest = True
-    result.failures = len(run.failures())
+    reasons = run.failures()["reason"].astype(str)
+    result.set_aside = int(reasons.isin(SET_ASIDE).sum())
+    result.failures = len(reasons) - result.set_aside
     return result

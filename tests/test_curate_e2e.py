@@ -24,7 +24,7 @@ from terracorpus.catalogs.world.build import WorldSummary
 from terracorpus.catalogs.world.testing import tiny_world
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.corpus.validate import validate_corpus
-from terracorpus.pipelines.curate import STAGE_NAMES, curate
+from terracorpus.pipelines.curate import SET_ASIDE, STAGE_NAMES, curate
 from terracorpus.pipelines.demo import PRESETS, demo_run_config
 from terracorpus.pipelines.report import write_report
 
@@ -75,6 +75,10 @@ def local_run(
     run_dir = tmp_path_factory.mktemp("local") / "run"
     result = curate(_config(world, url, run_dir, workers=2), echo=lambda s: None)
     assert [s.name for s in result.stages] == list(STAGE_NAMES)
+    # Scenes the group rules set aside are recorded, but not counted as failures.
+    reasons = pd.read_parquet(run_dir / "failures.parquet")["reason"]
+    assert result.set_aside == reasons.isin(SET_ASIDE).sum() > 0
+    assert result.failures == len(reasons) - result.set_aside
     return run_dir
 
 

@@ -57,6 +57,9 @@ REFUSALS = frozenset(
 )
 """Reasons that say a scene is unusable for grouping (not a choice of the rules)."""
 
+CHOICES = frozenset({"over_cloud_limit", "smaller_than_chip", "not_chosen"})
+"""Reasons that record a choice of the rules about a usable scene, not a failure."""
+
 
 @dataclass(frozen=True)
 class Unused:

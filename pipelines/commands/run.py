@@ -139,8 +139,9 @@ def curate_cmd(
     )
     ran = [s.name for s in result.stages if s.status == "ran"]
     click.echo(
-        f"curate: {result.run_dir} ({len(ran)} stage(s) ran, {result.failures} failure(s) "
-        f"recorded in {Path(result.run_dir) / 'failures.parquet'})"
+        f"curate: {result.run_dir} ({len(ran)} stage(s) ran, {result.failures} failure(s) and "
+        f"{result.set_aside} scene(s) or group(s) set aside by the rules, recorded in "
+        f"{Path(result.run_dir) / 'failures.parquet'})"
     )
 
 
