@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from terracorpus.catalogs.sensors import SensorRegistry, builtin_registry
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TESTS_DATA = Path(__file__).resolve().parent / "data"
 
@@ -61,3 +63,9 @@ def shared_stac_items() -> Path:
     if not path.is_dir():
         path = TESTS_DATA / "stac-items"
     return path
+
+
+@pytest.fixture(scope="module")
+def registry() -> SensorRegistry:
+    """The built-in sensor registry."""
+    return builtin_registry()

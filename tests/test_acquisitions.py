@@ -19,7 +19,7 @@ import pytest
 from test_search import FakeApi
 
 from terracorpus.catalogs.search import SAME_ACQUISITION, ApiQuery, search_scenes
-from terracorpus.catalogs.sensors import SensorRegistry, builtin_registry
+from terracorpus.catalogs.sensors import SensorRegistry
 
 ES_V0 = "S2A_28QCH_20200714_0_L2A.json"
 PC = "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json"
@@ -39,11 +39,6 @@ V1_KEYS = {
     "SCL": "scl",
 }
 FAST = {"retries": 1, "backoff_s": 0.01, "timeout_s": 5.0}
-
-
-@pytest.fixture(scope="module")
-def registry() -> SensorRegistry:
-    return builtin_registry()
 
 
 def _load(folder: Path, name: str) -> dict[str, Any]:

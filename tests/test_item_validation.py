@@ -23,17 +23,12 @@ from terracorpus.catalogs.errors import ItemParseError
 from terracorpus.catalogs.frames import scenes_from_frame, scenes_to_frame
 from terracorpus.catalogs.parse import scene_from_item
 from terracorpus.catalogs.search import ApiQuery, search_scenes
-from terracorpus.catalogs.sensors import SensorRegistry, builtin_registry
+from terracorpus.catalogs.sensors import SensorRegistry
 
 ES_V0 = "S2A_28QCH_20200714_0_L2A.json"
 LC08 = "LC08_L2SP_028030_20200114_20200824_02_T1_SR.json"
 AREA = (-94.0, 41.0, -93.0, 42.0)
 FAST = {"retries": 1, "backoff_s": 0.01, "timeout_s": 5.0}
-
-
-@pytest.fixture(scope="module")
-def registry() -> SensorRegistry:
-    return builtin_registry()
 
 
 def _real(folder: Path, name: str) -> dict[str, Any]:

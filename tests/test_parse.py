@@ -15,7 +15,7 @@ from catalog_builders import landsat_item, s2_item
 from terracorpus.catalogs.errors import CatalogError, ItemParseError
 from terracorpus.catalogs.frames import scenes_from_frame, scenes_to_frame
 from terracorpus.catalogs.parse import grid_for_band, scene_from_item
-from terracorpus.catalogs.sensors import SensorRegistry, builtin_registry
+from terracorpus.catalogs.sensors import SensorRegistry
 
 PC = "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json"
 PC_RASTER = "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531_raster_ext.json"
@@ -23,11 +23,6 @@ ES_V0 = "S2A_28QCH_20200714_0_L2A.json"
 LC08 = "LC08_L2SP_028030_20200114_20200824_02_T1_SR.json"
 LE07 = "LE07_L2SP_044033_20210329_20210424_02_T1_SR.json"
 DEA = "ga_ls8c_ard_3-1-0_088080_2020-05-25_final.stac-item.json"
-
-
-@pytest.fixture(scope="module")
-def registry() -> SensorRegistry:
-    return builtin_registry()
 
 
 def _load(folder: Path, name: str) -> dict[str, Any]:

@@ -15,17 +15,12 @@ from terracorpus.catalogs.errors import ItemParseError
 from terracorpus.catalogs.frames import scenes_from_frame, scenes_to_frame
 from terracorpus.catalogs.parse import scene_from_item
 from terracorpus.catalogs.scene import BandRadiometry
-from terracorpus.catalogs.sensors import SensorRegistry, builtin_registry, load_registry
+from terracorpus.catalogs.sensors import SensorRegistry, load_registry
 
 PC_2019 = "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json"
 PC_2019_RASTER = "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531_raster_ext.json"
 ES_V0 = "S2A_28QCH_20200714_0_L2A.json"
 LC08 = "LC08_L2SP_028030_20200114_20200824_02_T1_SR.json"
-
-
-@pytest.fixture(scope="module")
-def registry() -> SensorRegistry:
-    return builtin_registry()
 
 
 def _item(folder: Path, name: str) -> dict[str, Any]:

@@ -22,11 +22,6 @@ ES_V1_KEYS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def registry() -> SensorRegistry:
-    return builtin_registry()
-
-
 def _json(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data

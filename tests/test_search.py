@@ -22,7 +22,7 @@ from shapely.geometry import box
 from terracorpus.catalogs.errors import CatalogError, ItemParseError, StacApiError
 from terracorpus.catalogs.frames import scenes_from_frame
 from terracorpus.catalogs.search import ApiQuery, search_scenes, tiles_for_area
-from terracorpus.catalogs.sensors import SensorRegistry, builtin_registry
+from terracorpus.catalogs.sensors import SensorRegistry
 from terracorpus.catalogs.server import StacServer
 from terracorpus.catalogs.world.build import WorldSummary
 from terracorpus.catalogs.world.testing import tiny_world
@@ -35,11 +35,6 @@ from terracorpus.pipelines.stages.search import run_search
 AREA = (-94.0, 41.0, -93.0, 42.0)
 S2 = ("sentinel-2-l2a",)
 FAST = {"retries": 2, "backoff_s": 0.01, "timeout_s": 5.0}
-
-
-@pytest.fixture(scope="module")
-def registry() -> SensorRegistry:
-    return builtin_registry()
 
 
 def _items() -> list[dict[str, Any]]:
