@@ -22,16 +22,63 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
+from terracorpus.curation.errors import ClusteringError
 from terracorpus.curation.groups import ImageGroup, Member
 
 ANCHOR = "anchor"
 MEMBER = "member"
-_UNUSABLE = ("nodata_fraction", "cloud_fraction", "shadow_fraction")
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class DescribedImages:
+    """Describe's rows as typed arrays: one described image (chip) of a group per row.
+
+    Attributes:
+        chip_id: (N,) unique chip ids.
+        group_id: (N,) the group of each chip.
+        scene_id: (N,) the scene the chip was read from.
+        sensor: (N,) the scene's sensor.
+        role: (N,) "anchor" or "member".
+        gsd: (N,) the image's native GSD, metres; NaN unknown (ranks last).
+        nodata_fraction: (N,) share without data; NaN unknown (counts as 0).
+        cloud_fraction: (N,) share under cloud; NaN unknown (counts as 0).
+        shadow_fraction: (N,) share in cloud shadow; NaN unknown (counts as 0).
+    """
+
+    chip_id: NDArray[np.object_]
+    group_id: NDArray[np.object_]
+    scene_id: NDArray[np.object_]
+    sensor: NDArray[np.object_]
+    role: NDArray[np.object_]
+    gsd: F64
+    nodata_fraction: F64
+    cloud_fraction: F64
+    shadow_fraction: F64
+
+    def __post_init__(self) -> None:
+        n = len(self.chip_id)
+        for f in fields(self):
+            if len(getattr(self, f.name)) != n:
+                raise ClusteringError(
+                    f"described images: {n} chip ids but {len(getattr(self, f.name))} {f.name}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.chip_id)
+
+    @property
+    def unusable(self) -> F64:
+        """Share of each image without usable pixels (nodata + cloud + shadow)."""
+        parts = np.stack([self.nodata_fraction, self.cloud_fraction, self.shadow_fraction])
+        total: F64 = np.nansum(parts, axis=0)
+        return total
 
 
 @dataclass(frozen=True)
@@ -45,69 +92,60 @@ class AnchorReplacement:
 
 
 def replace_lost_anchors(
-    chips: pd.DataFrame, groups: Sequence[ImageGroup]
-) -> tuple[pd.DataFrame, list[AnchorReplacement]]:
-    """``chips`` with a new anchor for every group whose anchor chip is missing.
+    images: DescribedImages, groups: Sequence[ImageGroup]
+) -> tuple[NDArray[np.object_], list[AnchorReplacement]]:
+    """Every image's role, with a new anchor for each group whose anchor chip is missing.
 
     Args:
-        chips: describe's rows (``chip_id``, ``group_id``, ``scene_id``, ``sensor``,
-            ``role`` and, if known, ``gsd`` and the quality fractions).
+        images: the described images of ``groups``.
         groups: the groups the chips were described for.
 
     Returns:
-        The chips (a copy, the promoted rows' ``role`` set to ``anchor``) and the
+        The roles (a new array, the promoted images' role set to ``anchor``) and the
         replacements, in group order. Groups without any described image stay absent.
     """
-    out = chips.copy()
-    if out.empty:
-        return out, []
-    roles = out["role"].astype(str).to_numpy()
-    by_group = out.groupby(out["group_id"].astype(str), sort=False).indices
+    roles = np.array(images.role, dtype=object, copy=True)
+    if len(images) == 0:
+        return roles, []
+    positions = pd.Series(np.arange(len(images)))
+    by_group = positions.groupby(images.group_id.astype(str), sort=False).indices
+    unusable = images.unusable
     replacements = []
     for g in groups:
         rows = by_group.get(g.group_id)
         if rows is None or (roles[rows] == ANCHOR).any():
             continue
-        best = _best(out.iloc[rows], g)
-        roles[rows[best]] = ANCHOR
-        row = out.iloc[rows[best]]
+        members = {m.scene_id: m for m in g.members}
+        best = min(rows, key=lambda i: _rank(images, int(i), unusable, members, g.anchor_sensor))
+        roles[best] = ANCHOR
         replacements.append(
             AnchorReplacement(
-                g.group_id, g.anchor_scene_id, str(row["scene_id"]), str(row["sensor"])
+                g.group_id, g.anchor_scene_id, str(images.scene_id[best]), str(images.sensor[best])
             )
         )
-    out["role"] = roles
-    return out, replacements
-
-
-def _best(rows: pd.DataFrame, group: ImageGroup) -> int:
-    """Position (within ``rows``) of the image that should anchor ``group`` now."""
-    members = {m.scene_id: m for m in group.members}
-    keys = [
-        _rank(r, members.get(str(r["scene_id"])), group.anchor_sensor) for _, r in rows.iterrows()
-    ]
-    return int(min(range(len(keys)), key=keys.__getitem__))
+    return roles, replacements
 
 
 def _rank(
-    row: pd.Series, member: Member | None, anchor_sensor: str
+    images: DescribedImages,
+    i: int,
+    unusable: F64,
+    members: dict[str, Member],
+    anchor_sensor: str,
 ) -> tuple[bool, float, float, float, float, str]:
-    unusable = sum(_num(row.get(c), 0.0) for c in _UNUSABLE)
-    coverage = _num(None if member is None else member.coverage, 0.0)
-    gap = abs(_num(None if member is None else member.time_gap_days, math.inf))
+    """Sort key of image ``i`` as the group's anchor: lower is better (module docstring)."""
+    member = members.get(str(images.scene_id[i]))
+    coverage = _finite(None if member is None else member.coverage, 0.0)
+    gap = abs(_finite(None if member is None else member.time_gap_days, math.inf))
     return (
-        str(row["sensor"]) != anchor_sensor,
-        _num(row.get("gsd"), math.inf),
-        unusable,
+        str(images.sensor[i]) != anchor_sensor,
+        _finite(images.gsd[i], math.inf),
+        float(unusable[i]),
         -coverage,
         gap,
-        str(row["chip_id"]),
+        str(images.chip_id[i]),
     )
 
 
-def _num(value: object, default: float) -> float:
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
-    return v if np.isfinite(v) else default
+def _finite(value: float | None, default: float) -> float:
+    return default if value is None or not math.isfinite(value) else float(value)

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from terracorpus.curation.anchors import DescribedImages
 from terracorpus.curation.chips import ChipTable
 from terracorpus.curation.errors import ClusteringError
 from terracorpus.pipelines.errors import StageError
@@ -136,6 +137,17 @@ def read_chip_table(run: RunDir, *, needed_by: str) -> ChipTable:
         )
     except ClusteringError as e:
         raise StageError(f"{path}: {e}; rerun describe") from None
+
+
+def described_images(frame: pd.DataFrame) -> DescribedImages:
+    """Describe's rows (columns of :data:`SCHEMA`) as the arrays the anchor fallback ranks."""
+    arrays = {
+        f.name: frame[f.name].to_numpy(dtype=object)
+        if _is_text(SCHEMA.field(f.name).type)
+        else _floats(frame[f.name])
+        for f in fields(DescribedImages)
+    }
+    return DescribedImages(**arrays)
 
 
 def _floats(column: pd.Series) -> np.ndarray:

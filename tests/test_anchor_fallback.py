@@ -16,6 +16,7 @@ from distributed import Client
 from terracorpus.catalogs.frames import scenes_to_frame
 from terracorpus.curation.anchors import replace_lost_anchors
 from terracorpus.curation.groups import ImageGroup, Member, groups_to_frame
+from terracorpus.pipelines.chips import described_images
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.rundir import RunDir
 from terracorpus.pipelines.stages.dedup import run_dedup
@@ -63,7 +64,8 @@ def test_the_next_best_image_of_the_lost_anchors_sensor_takes_over() -> None:
             _chip("c", "s2x", S2, 10.0),
         ]
     )
-    out, replaced = replace_lost_anchors(chips, groups)
+    roles, replaced = replace_lost_anchors(described_images(chips), groups)
+    out = chips.assign(role=roles)
     anchors = out[out["role"] == "anchor"].set_index("group_id")["scene_id"].to_dict()
     assert anchors == {"a": "clear", "b": "ok", "c": "s2x"}
     assert [(r.group_id, r.lost_scene_id, r.new_scene_id) for r in replaced] == [
@@ -128,3 +130,18 @@ def test_describe_reanchors_groups_of_an_unreadable_scene_and_records_it(
     selection = pd.read_parquet(run.path("selection.parquet"))
     assert "no_anchor" not in set(selection["reason"])
     assert set(selection.loc[selection["role"] == "anchor", "group_id"]) == {"g1", "g2"}
+
+
+def test_unknown_gsd_ranks_last_and_unknown_quality_counts_as_usable() -> None:
+    groups = [_group("a", [("lost", GF2, 0), ("nogsd", GF2, 1), ("hazy", GF2, 2)])]
+    chips = pd.DataFrame(
+        [
+            {**_chip("a", "nogsd", GF2, float("nan")), "cloud_fraction": float("nan")},
+            {**_chip("a", "hazy", GF2, 4.0, cloud=0.2), "shadow_fraction": float("nan")},
+        ]
+    )
+    images = described_images(chips)
+    assert images.unusable.tolist() == [0.0, 0.2]
+    roles, replaced = replace_lost_anchors(images, groups)
+    assert roles.tolist() == ["member", "anchor"] and replaced[0].new_scene_id == "hazy"
+    assert chips["role"].tolist() == ["member", "member"]  # the input is not modified

@@ -11,10 +11,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from terracorpus.training.errors import TrainConfigError
 
 
-class TrainConfig(BaseModel):
-    """Every setting of a pre-training run. Unknown keys are refused."""
+class DataSettings(BaseModel):
+    """How corpus groups become training samples: the settings a run's config and the data
+    loader (:class:`~terracorpus.training.data.DataConfig`) share, declared here once."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_image_px: int = Field(
+        default=128, ge=1, description="longer side after area-average resizing"
+    )
+    mask_ratio: float = Field(default=0.75, ge=0, lt=1, description="share of tokens hidden")
+    mask_policy: Literal["complementary", "consistent", "independent"] = "complementary"
+    split: str | None = Field(
+        default="train", description="corpus groups/split to train on (null: every group)"
+    )
+    shuffle_buffer: int = Field(default=64, ge=1)
+    anchor_only: bool = Field(
+        default=False, description="train on each group's anchor image alone (plain MAE ablation)"
+    )
+    seed: int = 0
+
+    def data_settings(self) -> dict[str, Any]:
+        """This record's :class:`DataSettings` fields, as keyword arguments."""
+        return {name: getattr(self, name) for name in DataSettings.model_fields}
+
+
+class TrainConfig(DataSettings):
+    """Every setting of a pre-training run. Unknown keys are refused."""
 
     model: str = Field(default="tiny", description="model size: tiny, small, base, large")
     patch_px: int | None = Field(default=None, ge=1, description="override the size's patch pixels")
@@ -33,11 +56,6 @@ class TrainConfig(BaseModel):
     beta1: float = Field(default=0.9, gt=0, lt=1)
     beta2: float = Field(default=0.95, gt=0, lt=1)
     grad_clip: float = Field(default=1.0, ge=0, description="max gradient norm; 0 disables")
-    mask_ratio: float = Field(default=0.75, ge=0, lt=1, description="share of tokens hidden")
-    mask_policy: Literal["complementary", "consistent", "independent"] = "complementary"
-    anchor_only: bool = Field(
-        default=False, description="train on each group's anchor image alone (plain MAE ablation)"
-    )
     geo_encoding: bool = Field(
         default=True, description="add the lon/lat encoding to the tokens (off: ablation)"
     )
@@ -47,13 +65,7 @@ class TrainConfig(BaseModel):
     metadata_dropout: float = Field(
         default=0.1, ge=0, le=1, description="share of lon/lat and time dropped"
     )
-    max_image_px: int = Field(
-        default=128, ge=1, description="longer side after area-average resizing"
-    )
-    split: str = Field(default="train", description="corpus groups/split to train on")
     num_workers: int = Field(default=2, ge=0, description="DataLoader worker processes per rank")
-    shuffle_buffer: int = Field(default=64, ge=1)
-    seed: int = 0
     log_every: int = Field(default=10, ge=1, description="steps between metrics lines")
     checkpoint_every: int = Field(default=200, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(

@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from terracorpus.training.config import DataSettings
 from terracorpus.training.corpus import CorpusReader, RawImage
 from terracorpus.training.errors import CorpusFormatError
 from terracorpus.training.masking import group_masks, token_boxes
@@ -36,20 +38,17 @@ from terracorpus.training.workers import exit_with
 NAT = np.iinfo(np.int64).min
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """How groups become samples. ``patch_px`` must match the model's."""
+class DataConfig(DataSettings):
+    """How groups become samples: the shared :class:`DataSettings` and the loader's own.
 
-    patch_px: int = 8
-    max_image_px: int = 128
-    mask_ratio: float = 0.75
-    mask_policy: str = "complementary"
-    split: str | None = "train"
+    ``patch_px`` must match the model's.
+    """
+
+    patch_px: int = Field(default=8, ge=1)
     shuffle: bool = True
-    shuffle_buffer: int = 64
-    block_groups: int | None = None  # default: groups per shard of the fastest-filling sensor
-    anchor_only: bool = False
-    seed: int = 0
+    block_groups: int | None = Field(
+        default=None, ge=1, description="default: groups per shard of the fastest-filling sensor"
+    )
 
 
 @dataclass

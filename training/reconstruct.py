@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from terracorpus.training.config import DataSettings
 from terracorpus.training.corpus import CorpusReader, open_corpus
 from terracorpus.training.data import Bucket, DataConfig, GroupBatch, make_loader
 from terracorpus.training.model import A2MAE, ModelArgs
@@ -152,15 +153,9 @@ def _first_batch(
     reader: CorpusReader, args: ModelArgs, cfg: dict[str, object], n_groups: int
 ) -> GroupBatch:
     split = "val" if len(reader.groups.indices("val")) else None
-    data = DataConfig(
-        patch_px=args.patch_px,
-        max_image_px=int(cfg.get("max_image_px", 128)),  # type: ignore[call-overload]
-        mask_ratio=float(cfg.get("mask_ratio", 0.75)),  # type: ignore[arg-type]
-        mask_policy=str(cfg.get("mask_policy", "complementary")),
-        split=split,
-        shuffle=False,
-        seed=int(cfg.get("seed", 0)),  # type: ignore[call-overload]
-    )
+    run = {k: v for k, v in cfg.items() if k in DataSettings.model_fields}
+    settings = {**DataSettings.model_validate(run).data_settings(), "split": split}
+    data = DataConfig(patch_px=args.patch_px, shuffle=False, **settings)
     loader = make_loader(reader, data, batch_size=n_groups, num_workers=0, epochs=1)
     batch: GroupBatch = next(iter(loader))
     return batch

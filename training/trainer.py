@@ -130,8 +130,9 @@ def _run(
     optimizer = _optimizer(model, cfg)
     start_step = _resume(ckpt, model, optimizer, out, env)
     net: torch.nn.Module = DistributedDataParallel(model) if env.world_size > 1 else model
+    data = DataConfig(patch_px=args.patch_px, **cfg.data_settings())
     batches = iter(make_loader(
-        reader, _data_config(cfg, args), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+        reader, data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
         rank=env.rank, world_size=env.world_size, skip_batches=start_step * cfg.grad_accum,
     ))  # fmt: skip
     end = min(until, cfg.steps)
@@ -341,20 +342,6 @@ def _model_args(cfg: TrainConfig, ckpt: dict[str, Any] | None) -> ModelArgs:
             f"config asks for {cfg.model!r} ({asdict(args)}); resume with the checkpoint's model"
         )
     return args
-
-
-def _data_config(cfg: TrainConfig, args: ModelArgs) -> DataConfig:
-    return DataConfig(
-        patch_px=args.patch_px,
-        max_image_px=cfg.max_image_px,
-        mask_ratio=cfg.mask_ratio,
-        mask_policy=cfg.mask_policy,
-        split=cfg.split,
-        shuffle=True,
-        shuffle_buffer=cfg.shuffle_buffer,
-        anchor_only=cfg.anchor_only,
-        seed=cfg.seed,
-    )
 
 
 def _optimizer(model: A2MAE, cfg: TrainConfig) -> torch.optim.AdamW:

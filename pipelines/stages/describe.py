@@ -52,7 +52,7 @@ from terracorpus.curation.groups import ImageGroup, groups_from_frame
 from terracorpus.curation.quality import chip_quality, decode_qa
 from terracorpus.pipelines.access import read_access
 from terracorpus.pipelines.chips import NAME as CHIPS
-from terracorpus.pipelines.chips import SCHEMA
+from terracorpus.pipelines.chips import SCHEMA, described_images
 from terracorpus.pipelines.cluster import run_tasks
 from terracorpus.pipelines.config import DescribeConfig, RunConfig
 from terracorpus.pipelines.errors import StageError
@@ -343,9 +343,9 @@ def run_describe(config: RunConfig, run: RunDir, client: Client) -> str:
             f"describe could not read any of the {sum(len(b.chips) for b in batches)} chips; "
             f"the reasons are in {run.path('failures.parquet')}{_commonest(failures)}"
         )
-    chips, replaced = replace_lost_anchors(
-        table.sort_by("chip_id").replace_schema_metadata(None).to_pandas(), groups
-    )
+    chips = table.sort_by("chip_id").replace_schema_metadata(None).to_pandas()
+    roles, replaced = replace_lost_anchors(described_images(chips), groups)
+    chips["role"] = roles
     run.record_failures([*failures, *_replacement_rows(replaced, failures)])
     run.write_table(
         OUTPUT,
