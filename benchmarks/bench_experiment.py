@@ -1,15 +1,17 @@
 """Benchmark: does affinity-propagation curation beat random, k-means and farthest-point?
 
 Builds a demo world (``--preset``), curates it through the local STAC API (no training), then
-runs ``terracorpus experiment corpora`` on the run: corpora of the run's own curated size by
-AP, random, k-means balanced sampling, farthest-point and the whole pool, each pre-trained
-``--seeds`` times for ``--steps`` steps and probed on the labelled pool; optionally the model
-ablations (``--models``). Prints the tables, the wall time, and the verdict the issue asks
+runs ``terracorpus experiment corpora`` on the run: a share of the ground held out
+(``--holdout``), corpora from the rest by AP, random, k-means balanced sampling,
+farthest-point and the whole pool (size: the run's AP count scaled to the pool), each
+pre-trained ``--seeds`` times for ``--steps`` steps and scored by ``terracorpus evaluate`` on
+classification, segmentation and change detection on the held-out ground; optionally the
+model ablations (``--models``). Prints the tables, the wall time, and the verdict the issue asks
 for: AP beats random with disjoint 95 % intervals on at least one score and loses on none;
 AP at least matches k-means and farthest-point on curation quality and downstream.
 
     flock /tmp/terracorpus-bench.lock .venv/bin/python benchmarks/bench_experiment.py \\
-        --preset small --out /tmp/bench-experiment --seeds 3 --steps 300
+        --preset redundant --out /tmp/bench-experiment --seeds 3 --steps 300
 
 A second run with the same ``--out`` reuses the world, the run and every finished job.
 """
@@ -33,11 +35,12 @@ from terracorpus.pipelines.curate import curate
 from terracorpus.pipelines.demo import DemoPreset, demo_run_config
 from terracorpus.pipelines.experiment.corpora import kept_groups
 from terracorpus.pipelines.experiment.run import (
+    ScoreSettings,
     TrainSettings,
     run_corpora_experiment,
     run_models_experiment,
 )
-from terracorpus.pipelines.experiment.summary import SCORES, markdown
+from terracorpus.pipelines.experiment.summary import markdown
 
 TIME_TARGET_S = 3600.0  # the whole comparison on 2 CPU cores
 
@@ -58,15 +61,16 @@ def curated_run(out: Path, preset: str, seed: int) -> tuple[Path, Path]:
 def verdict(results: dict[str, Any]) -> list[str]:
     """The issue's acceptance questions, answered from the results."""
     lines = []
-    vs = results["versus_reference"].get("ap")
-    if vs:
-        wins = [t for k, t in SCORES if vs[k] == "better"]
-        losses = [t for k, t in SCORES if vs[k] == "worse"]
+    columns = [tuple(c) for c in results.get("columns", [])]
+    vs = results.get("versus", {})
+    if "random" in vs:
+        wins = [t for k, t in columns if vs["random"][k] == "better"]
+        losses = [t for k, t in columns if vs["random"][k] == "worse"]
         ok = bool(wins) and not losses
         lines.append(f"AP vs random: better on {wins or 'none'}, worse on {losses or 'none'} "
                      f"-> {'PASS' if ok else 'MISS'} (target: better on >= 1, worse on none)")  # fmt: skip
     q = results["quality"]
-    for other in ("kmeans", "farthest"):
+    for other in ("kmeans", "farthest", "all"):
         if "ap" not in q or other not in q:
             continue
         a, b = q["ap"], q[other]
@@ -75,14 +79,14 @@ def verdict(results: dict[str, Any]) -> list[str]:
             and (a["class_entropy"] or 0) >= (b["class_entropy"] or 0) - 1e-9
             and a["residual_duplicates"] <= b["residual_duplicates"] + 1e-9
         )
-        s = results["scores"]
-        behind = [t for k, t in SCORES if s["ap"][k]["high"] < s[other][k]["low"]]
+        behind = [t for k, t in columns if vs.get(other, {}).get(k) == "worse"]
+        ahead = [t for k, t in columns if vs.get(other, {}).get(k) == "better"]
         lines.append(
             f"AP vs {other}: quality classes {a['classes_kept']} vs {b['classes_kept']}, entropy "
             f"{_f(a['class_entropy'])} vs {_f(b['class_entropy'])}, residual dups "
             f"{_f(a['residual_duplicates'])} vs {_f(b['residual_duplicates'])}, coverage "
-            f"{_f(a['coverage'])} vs {_f(b['coverage'])}; downstream behind on {behind or 'none'} "
-            f"-> {'PASS' if quality_ok and not behind else 'MISS'}"
+            f"{_f(a['coverage'])} vs {_f(b['coverage'])}; downstream ahead on {ahead or 'none'}, "
+            f"behind on {behind or 'none'} -> {'PASS' if quality_ok and not behind else 'MISS'}"
         )
     return lines
 
@@ -102,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-image-px", type=int, default=64)
     ap.add_argument("--parallel", type=int, default=1)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--holdout", type=float, default=0.3)
+    ap.add_argument("--eval-groups", type=int, default=200)
+    ap.add_argument("--views", default="group", help="comma-separated: anchor,group")
+    ap.add_argument("--fractions", default="1", help="comma-separated label shares")
+    ap.add_argument("--head-seeds", type=int, default=3)
     ap.add_argument("--arms", default="ap,random,kmeans,farthest,all")
     ap.add_argument("--models", action="store_true", help="also run the model ablations")
     a = ap.parse_args(argv)
@@ -110,27 +120,33 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run, world = curated_run(a.out, a.preset, a.seed)
     t_curate = time.perf_counter() - t0
-    size = a.size or len(kept_groups(run))
+    size = a.size or max(1, round(len(kept_groups(run)) * (1 - a.holdout)))
     print(f"curated run {run} ({t_curate:.0f} s); corpora of {size} groups")
-    train = TrainSettings(steps=a.steps, batch_size=a.batch, max_image_px=a.max_image_px)
+    train = TrainSettings(
+        model=a.model, steps=a.steps, batch_size=a.batch, max_image_px=a.max_image_px
+    )
+    score = ScoreSettings(
+        holdout=a.holdout, eval_groups=a.eval_groups, views=tuple(a.views.split(",")),
+        fractions=tuple(float(f) for f in a.fractions.split(",")), head_seeds=a.head_seeds,
+    )  # fmt: skip
     t1 = time.perf_counter()
     results = run_corpora_experiment(
         run, a.out / "experiments" / "corpora", size, arms=tuple(a.arms.split(",")),
-        seeds=a.seeds, train=train, world=world, parallel=a.parallel,
+        seeds=a.seeds, train=train, score=score, world=world, parallel=a.parallel,
     )  # fmt: skip
     t_corpora = time.perf_counter() - t1
     print(markdown(results))
     print(f"corpora experiment: {t_corpora:.0f} s wall; jobs: train "
-          f"{sum(j['train_seconds'] for j in results['jobs']):.0f} s, probe "
-          f"{sum(j['probe_seconds'] for j in results['jobs']):.0f} s (this run's, resumed jobs "
+          f"{sum(j['train_seconds'] for j in results['jobs']):.0f} s, evaluate "
+          f"{sum(j['score_seconds'] for j in results['jobs']):.0f} s (this run's, resumed jobs "
           f"keep their first times); load average {psutil.getloadavg()[0]:.1f}")  # fmt: skip
     for line in verdict(results):
         print(line)
     if a.models:
         t2 = time.perf_counter()
         models = run_models_experiment(
-            run, a.out / "experiments" / "models", seeds=a.seeds, train=train, world=world,
-            parallel=a.parallel,
+            run, a.out / "experiments" / "models", seeds=a.seeds, train=train, score=score,
+            world=world, parallel=a.parallel,
         )  # fmt: skip
         print(markdown(models))
         print(f"model ablations: {time.perf_counter() - t2:.0f} s wall")

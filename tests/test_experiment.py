@@ -31,6 +31,7 @@ from terracorpus.curation.metrics import (
 from terracorpus.pipelines.cli import main
 from terracorpus.pipelines.curate import curate
 from terracorpus.pipelines.demo import PRESETS, demo_run_config
+from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.experiment.summary import interval, markdown, summarize
 from terracorpus.pipelines.report import write_report
 from terracorpus.training.corpus import open_corpus
@@ -104,12 +105,19 @@ def test_intervals_and_the_comparison_against_the_reference() -> None:
     assert iv["mean"] == pytest.approx(0.6)
     assert iv["half"] == pytest.approx(4.303 * 0.1 / math.sqrt(3), rel=1e-3)  # t(0.975, 2)
     assert math.isnan(interval([0.4])["half"])
-    jobs = [{"arm": "random", "seed": s, "linear_macro_f1": 0.30 + 0.01 * s} for s in range(3)]
-    jobs += [{"arm": "ap", "seed": s, "linear_macro_f1": 0.50 + 0.01 * s} for s in range(3)]
-    res = summarize(jobs, {}, {"kind": "corpora"}, reference="random")
-    assert res["versus_reference"]["ap"]["linear_macro_f1"] == "better"
-    assert res["versus_reference"]["ap"]["knn_macro_f1"] == "undetermined"  # no such score
-    assert "| ap | 0.510 ± 0.025" in markdown(res)
+    seg, cls = "segmentation:group:100", "classification:group:100"
+    jobs = [{"arm": "random", "seed": s, seg: 0.30 + 0.01 * s, cls: 0.5} for s in range(3)]
+    jobs += [{"arm": "ap", "seed": s, seg: 0.50 + 0.01 * s, cls: 0.5 + 0.1 * s} for s in range(3)]
+    jobs += [{"arm": "kmeans", "seed": 0, seg: 0.9, cls: 0.9}]  # one seed: no interval
+    jobs[0]["baselines"] = {"random": {seg: 0.11, cls: 0.2}}
+    res = summarize(jobs, {}, {"kind": "corpora"}, focus="ap")
+    assert [k for k, _ in res["columns"]] == [cls, seg]  # task order, whatever the job order
+    assert res["versus"]["random"] == {seg: "better", cls: "overlap"}
+    assert res["versus"]["kmeans"][seg] == "undetermined"
+    md = markdown(res)
+    assert "| ap | 0.600 ± 0.248 | 0.510 ± 0.025 |" in md
+    assert "| *random weights, no pre-training (1 head set)* | 0.200 | 0.110 |" in md
+    assert "| random | overlap | better |" in md
 
 
 # -- model switches the ablations use --------------------------------------------------------
@@ -139,7 +147,7 @@ def curated_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 ARGS = ["--seeds", "1", "--steps", "2", "--batch", "2", "--max-image-px", "32",
-        "--folds", "2", "--shots", "2"]  # fmt: skip
+        "--head-seeds", "1", "--eval-groups", "40"]  # fmt: skip
 
 
 @pytest.mark.integration
@@ -152,14 +160,21 @@ def test_corpora_experiment_two_arms_resumes_and_reports(curated_run: Path) -> N
     results = json.loads((out / "results.json").read_text())
     assert results["arms"] == ["ap", "random"]
     assert [(j["arm"], j["seed"]) for j in results["jobs"]] == [("ap", 0), ("random", 0)]
+    keys = [k for k, _ in results["columns"]]
+    assert keys[:2] == ["classification:group:100", "segmentation:group:100"]
     for arm in ("ap", "random"):
-        assert results["scores"][arm]["linear_macro_f1"]["n"] == 1
         assert results["quality"][arm]["groups"] == 8
-        assert 0 <= results["scores"][arm]["few_linear_macro_f1"]["mean"] <= 1
-    assert results["quality"]["random"]["draws"] == 1  # one draw per seed
+        for key in keys:
+            assert results["scores"][arm][key]["n"] == 1
+            assert 0 <= results["scores"][arm][key]["mean"] <= 1
+    # the baselines are scored once, by the first job
+    assert set(results["baselines"]) == {"random", "no-learning"}
+    assert "baselines" in results["jobs"][0] and "baselines" not in results["jobs"][1]
+    assert results["versus"]["random"][keys[0]] == "undetermined"  # one seed: no interval
     assert "| ap |" in (out / "results.md").read_text()
-    for corpus in ("arms/ap", "arms/random-seed-0", "pool"):
+    for corpus in ("arms/ap", "arms/random-seed-0", "pool", "evalset"):
         assert (out / corpus / "corpus.zarr").is_dir(), corpus
+    _assert_evalset_off_the_pool(curated_run, out)
 
     # a job lost to a kill is redone; the finished ones are not
     lost, kept = out / "jobs/random/seed-0", out / "jobs/ap/seed-0"
@@ -171,11 +186,48 @@ def test_corpora_experiment_two_arms_resumes_and_reports(curated_run: Path) -> N
     assert (lost / "scores.json").exists()
     assert (kept / "scores.json").stat().st_mtime == kept_mtime
 
-    res = CliRunner().invoke(main, [*cmd[:-2], "--shots", "3"])  # other settings, same --out
-    assert res.exit_code != 0 and "shots differ" in res.output
+    res = CliRunner().invoke(main, [*cmd, "--holdout", "0.4"])  # other settings, same --out
+    assert res.exit_code != 0 and "score differ" in res.output
 
     html = write_report(curated_run).read_text()
     assert "Experiment: corpora compared" in html and "Curation quality (no training)" in html
+
+
+def _assert_evalset_off_the_pool(run: Path, out: Path) -> None:
+    """Every evaluation group is on held-out ground: none shares ground with a pool group."""
+    import zarr
+
+    from terracorpus.pipelines.experiment.corpora import kept_groups
+    from terracorpus.pipelines.rundir import read_parquet
+
+    groups = read_parquet(run / "groups.parquet").set_index("group_id")
+    evaluation = [
+        str(g) for g in zarr.open_group(str(out / "evalset/evalset.zarr"))["groups/group_id"][:]
+    ]
+    pool = kept_groups(out / "pool")
+    held = set(json.loads((out / "source/held-out.json").read_text()))
+    assert evaluation and pool and not held & set(pool)
+    for g in evaluation:
+        a = groups.geometry[g]
+        shared = [p for p in pool if a.intersection(groups.geometry[p]).area > 0.01 * a.area]
+        assert not shared, (g, shared)
+
+
+def test_held_out_ground_is_whole_blocks_and_stable(curated_run: Path, tmp_path: Path) -> None:
+    from terracorpus.pipelines.experiment.ground import held_out_groups, holdout_source
+    from terracorpus.pipelines.rundir import read_parquet
+
+    held = held_out_groups(curated_run, 0.3)
+    assert held == held_out_groups(curated_run, 0.3)
+    n = len(read_parquet(curated_run / "groups.parquet"))
+    assert 0.3 * n <= len(held) < n
+    source = holdout_source(curated_run, tmp_path / "source", 0.3)
+    for name in ("groups.parquet", "chips.parquet"):
+        ids = set(read_parquet(source / name)["group_id"].astype(str))
+        assert ids and not ids & set(held), name
+    assert len(read_parquet(source / "groups.parquet")) == n - len(held)
+    with pytest.raises(StageError, match="--holdout must be in"):
+        held_out_groups(curated_run, 1.0)
 
 
 @pytest.mark.integration

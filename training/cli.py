@@ -192,11 +192,12 @@ def export(checkpoint: str, out: str, overwrite: bool) -> None:
 )
 @click.option("--pictures", type=click.Path(file_okay=False),
               help="Directory for a picture per task (default: beside --json).")  # fmt: skip
+@click.option("--no-pictures", is_flag=True, help="Draw no pictures.")
 @_user_errors
 def evaluate(
     encoder: str, evalset: str, tasks: tuple[str, ...], seeds: int, fractions: str,
     views: tuple[str, ...], no_baselines: bool, max_image_px: int, cpu_threads: int,
-    json_out: str | None, pictures: str | None,
+    json_out: str | None, pictures: str | None, no_pictures: bool,
 ) -> None:  # fmt: skip
     """Score a frozen encoder against random weights and a no-learning baseline on an
     evaluation set: classification, segmentation and change detection."""
@@ -215,6 +216,8 @@ def evaluate(
         ) from None
     if pictures is None and json_out is not None:
         pictures = str(Path(json_out).with_suffix("")) + "-pictures"
+    if no_pictures:
+        pictures = None
     try:
         report = evaluate_encoder(
             encoder, evalset, tasks=tasks or TASKS, seeds=seeds, fractions=shares,

@@ -1,9 +1,11 @@
 """One pre-training and scoring job of an experiment, run as ``terracorpus`` sub-processes.
 
 A job pre-trains the model on one corpus with one seed (``terracorpus train``) and scores the
-encoder (``terracorpus probe`` on the labelled pool corpus, K-fold over groups, all labels and
-few labels). ``pipelines`` does not import ``training`` (DESIGN.md), and separate processes
-keep the arms apart: a crash or a kill loses one job, not the experiment.
+encoder with ``terracorpus evaluate`` (:func:`terracorpus.training.evaluation.evaluate_encoder`)
+on the experiment's evaluation set: classification, segmentation and change detection on
+ground no arm pre-trains on, a linear head per task, view and label share, averaged over head
+seeds. ``pipelines`` does not import ``training`` (DESIGN.md), and separate processes keep the
+arms apart: a crash or a kill loses one job, not the experiment.
 
 Resumable: a finished job holds ``scores.json`` and is skipped; a job killed while training
 continues from its last checkpoint (``train --resume``), one killed while scoring is rescored.
@@ -27,20 +29,37 @@ from terracorpus.pipelines.errors import StageError
 
 SCORES = "scores.json"
 LOG = "job.log"
+EVALUATION = "evaluation.json"
+
+
+def score_key(task: str, view: str, fraction: float) -> str:
+    """The key of one score in a job's scores: ``task:view:percent`` (``change:group:100``)."""
+    return f"{task}:{view}:{fraction * 100:g}"
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How every encoder is scored (``terracorpus evaluate`` on ``evalset``)."""
+
+    evalset: Path
+    views: tuple[str, ...] = ("group",)
+    fractions: tuple[float, ...] = (1.0,)
+    head_seeds: int = 3
 
 
 @dataclass(frozen=True)
 class Job:
-    """Pre-train on ``corpus`` with ``train`` settings (seed included), score on ``probe_corpus``."""
+    """Pre-train on ``corpus`` with ``train`` settings (seed included), score on the evaluation
+    set; ``baselines``: also score random weights and the no-learning baseline (one job of an
+    experiment does, for the table's reference rows)."""
 
     arm: str
     seed: int
     corpus: Path
-    probe_corpus: Path
+    scoring: Scoring
     out: Path
     train: dict[str, Any] = field(default_factory=dict)
-    folds: int = 5
-    shots: int = 10
+    baselines: bool = False
 
     @property
     def done(self) -> bool:
@@ -62,16 +81,11 @@ def _terracorpus(args: list[str], log: Path) -> None:
         )
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    """Train (or resume) and score one job; returns its scores (also in ``out/scores.json``)."""
-    if job.done:
-        return dict(json.loads((job.out / SCORES).read_text()))
-    job.out.mkdir(parents=True, exist_ok=True)
-    log = job.out / LOG
+def _train(job: Job, log: Path) -> Path:
+    """The job's encoder: trained, resumed from its last checkpoint, or already there."""
     config = job.out / "train.yaml"
     config.write_text(yaml.safe_dump({**job.train, "seed": job.seed}, sort_keys=True))
     train_dir = job.out / "train"
-    t = time.perf_counter()
     if not (train_dir / "encoder").exists():
         resume = (train_dir / "checkpoints" / "last.pt").exists()
         _terracorpus(
@@ -79,24 +93,60 @@ def run_job(job: Job) -> dict[str, Any]:
              str(train_dir), "--no-progress", "--resume" if resume else "--overwrite"],
             log,
         )  # fmt: skip
-    train_s = time.perf_counter() - t
-    t = time.perf_counter()
-    probe_json = job.out / "probe.json"
+    return train_dir / "encoder"
+
+
+def _evaluate(job: Job, encoder: Path, log: Path) -> dict[str, Any]:
+    """``terracorpus evaluate`` of the encoder; its JSON document."""
+    sc = job.scoring
+    path = job.out / EVALUATION
     _terracorpus(
-        ["probe", "--encoder", str(train_dir / "encoder"), "--corpus", str(job.probe_corpus),
-         "--folds", str(job.folds), "--shots", str(job.shots), "--json", str(probe_json),
-         "--max-image-px", str(job.train.get("max_image_px", 128))],
+        ["evaluate", "--encoder", str(encoder), "--evalset", str(sc.evalset),
+         "--seeds", str(sc.head_seeds), "--fractions", ",".join(f"{f:g}" for f in sc.fractions),
+         *[a for v in sc.views for a in ("--view", v)],
+         "--max-image-px", str(job.train.get("max_image_px", 64)), "--json", str(path),
+         "--no-pictures", *([] if job.baselines else ["--no-baselines"])],
         log,
     )  # fmt: skip
-    scores = json.loads(probe_json.read_text())["encoder"]
+    return dict(json.loads(path.read_text()))
+
+
+def scores_of(evaluation: dict[str, Any]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(the pre-trained encoder's mean score per key, the same per baseline encoder)."""
+    mine: dict[str, float] = {}
+    others: dict[str, dict[str, float]] = {}
+    for task, doc in evaluation["tasks"].items():
+        for row in doc["rows"]:
+            key = score_key(task, row["view"], row["fraction"])
+            if row["encoder"] == "pre-trained":
+                mine[key] = float(row["mean"])
+            else:
+                others.setdefault(row["encoder"], {})[key] = float(row["mean"])
+    return mine, others
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train (or resume) and score one job; returns its scores (also in ``out/scores.json``)."""
+    if job.done:
+        return dict(json.loads((job.out / SCORES).read_text()))
+    job.out.mkdir(parents=True, exist_ok=True)
+    log = job.out / LOG
+    t = time.perf_counter()
+    encoder = _train(job, log)
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    evaluation = _evaluate(job, encoder, log)
+    mine, baselines = scores_of(evaluation)
     out = {
         "arm": job.arm,
         "seed": job.seed,
         "corpus": str(job.corpus),
         "train_seconds": round(train_s, 1),
-        "probe_seconds": round(time.perf_counter() - t, 1),
-        "final_loss": _final_loss(train_dir),
-        **{k: v for k, v in scores.items() if isinstance(v, float)},
+        "score_seconds": round(time.perf_counter() - t, 1),
+        "final_loss": _final_loss(encoder.parent),
+        "skipped": evaluation.get("skipped", {}),
+        **mine,
+        **({"baselines": baselines} if baselines else {}),
     }
     tmp = job.out / (SCORES + ".tmp")
     tmp.write_text(json.dumps(out, indent=2))

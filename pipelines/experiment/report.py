@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from terracorpus.pipelines.experiment.summary import QUALITY, RESULTS_JSON, SCORES
+from terracorpus.pipelines.experiment.summary import QUALITY, RESULTS_JSON
 
 EXPERIMENTS = "experiments"
 
@@ -34,16 +34,17 @@ def experiment_sections(run_dir: Path, png: Callable[[Figure], str]) -> list[tup
 
 def scores_figure(results: dict[str, Any]) -> Figure:
     """One panel per score: a bar per arm at its mean, whiskers at the 95 % interval."""
-    arms = results["arms"]
-    fig, axes = plt.subplots(1, len(SCORES), figsize=(3.2 * len(SCORES), 3.2), squeeze=False)
+    arms, columns = results["arms"], [tuple(c) for c in results.get("columns", [])]
+    n = max(len(columns), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
     colours = plt.get_cmap("tab10")(np.arange(len(arms)) % 10)
-    for ax, (key, title) in zip(axes[0], SCORES, strict=True):
+    for ax, (key, title) in zip(axes[0], columns, strict=False):
         means = [results["scores"][a][key]["mean"] for a in arms]
         halves = [results["scores"][a][key]["half"] for a in arms]
         yerr = [h if math.isfinite(h) else 0.0 for h in halves]
         ax.bar(range(len(arms)), means, yerr=yerr, capsize=4, color=colours)
         ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title.replace(" (", "\n("), fontsize=9)
         finite = [m for m in means if math.isfinite(m)]
         if finite:
             ax.set_ylim(max(0.0, min(finite) - 0.1), min(1.0, max(finite) + 0.1))
@@ -74,15 +75,16 @@ def _body(results: dict[str, Any], png: Callable[[Figure], str], path: Path) -> 
         parts.append(
             f"<h3>Curation quality (no training)</h3><table class='table'><tr><th>arm</th>{head}</tr>{rows}</table>"
         )
-    if results.get("versus_reference"):
-        ref = html.escape(str(results["reference"]))
-        head = "".join(f"<th>{html.escape(t)}</th>" for _, t in SCORES)
+    if results.get("versus"):
+        focus = html.escape(str(results["focus"]))
+        columns = [tuple(c) for c in results["columns"]]
+        head = "".join(f"<th>{html.escape(t)}</th>" for _, t in columns)
         rows = "".join(
             f"<tr><th>{html.escape(arm)}</th>"
-            + "".join(f"<td>{html.escape(c[k])}</td>" for k, _ in SCORES)
+            + "".join(f"<td>{html.escape(c[k])}</td>" for k, _ in columns)
             + "</tr>"
-            for arm, c in results["versus_reference"].items()
+            for arm, c in results["versus"].items()
         )
-        parts.append(f"<h3>Against {ref} (better / worse: 95 % intervals disjoint)</h3>"
-                     f"<table class='table'><tr><th>arm</th>{head}</tr>{rows}</table>")  # fmt: skip
+        parts.append(f"<h3>{focus} against each arm (better / worse: 95 % intervals disjoint)</h3>"
+                     f"<table class='table'><tr><th>against</th>{head}</tr>{rows}</table>")  # fmt: skip
     return "\n".join(parts)

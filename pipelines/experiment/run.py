@@ -25,7 +25,8 @@ from terracorpus.pipelines.experiment.corpora import (
     pool_view,
     source_config,
 )
-from terracorpus.pipelines.experiment.jobs import Job, run_jobs
+from terracorpus.pipelines.experiment.ground import build_experiment_evalset, holdout_source
+from terracorpus.pipelines.experiment.jobs import Job, Scoring, run_jobs
 from terracorpus.pipelines.experiment.summary import summarize, write_results
 from terracorpus.pipelines.rundir import read_parquet
 
@@ -61,8 +62,6 @@ class TrainSettings:
     max_image_px: int = 64
     lr: float = 5e-4
     num_workers: int = 0
-    folds: int = 5
-    shots: int = 10
     extra: dict[str, Any] = field(default_factory=dict)
 
     def config(self, **overrides: Any) -> dict[str, Any]:
@@ -74,6 +73,31 @@ class TrainSettings:
             "checkpoint_every": max(1, self.steps // 4), "cpu_threads": 1,
             **self.extra, **overrides,
         }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """Where and how every encoder is scored.
+
+    Args:
+        holdout: share of the run's groups (whole blocks of ground) set aside before any arm
+            curates; the evaluation set comes from that ground.
+        eval_groups: at most this many evaluation groups (None: all).
+        views: ``anchor`` and/or ``group`` (``terracorpus evaluate --view``).
+        fractions: shares of the evaluation set's training labels the heads see.
+        head_seeds: heads per score (their mean is a job's score).
+    """
+
+    holdout: float = 0.3
+    eval_groups: int | None = 200
+    views: tuple[str, ...] = ("group",)
+    fractions: tuple[float, ...] = (1.0,)
+    head_seeds: int = 3
+
+    def settings(self) -> dict[str, Any]:
+        return {"holdout": self.holdout, "eval_groups": self.eval_groups,
+                "views": list(self.views), "fractions": list(self.fractions),
+                "head_seeds": self.head_seeds}  # fmt: skip
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -91,18 +115,19 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=2))
 
 
-def _labeller(run: Path, world: Path | None) -> Labeller:
-    """The world's labeller (given, or found from the run's scenes); the probe needs labels."""
+def _world_dir(run: Path, world: Path | None) -> Path:
+    """The demo world whose truth labels the experiment (given, or found from the run's
+    scenes): the quality metrics count its classes and the evaluation set is cut from it."""
     from terracorpus.catalogs.frames import scenes_from_frame
-    from terracorpus.pipelines.corpus.labels import WorldLabeller, world_labeller
+    from terracorpus.pipelines.corpus.labels import find_world_dir
 
     if world is not None:
-        return WorldLabeller(str(world))
-    found = world_labeller(scenes_from_frame(read_parquet(run / "scenes.parquet")))
+        return world
+    found = find_world_dir(scenes_from_frame(read_parquet(run / "scenes.parquet")))
     if found is None:
         raise StageError(
             f"the scenes of {run} do not come from a demo world, and the experiment scores "
-            "encoders on land-cover labels: pass --world-labels WORLD_DIR"
+            "encoders on land-cover truth: pass --world-labels WORLD_DIR"
         )
     return found
 
@@ -139,6 +164,29 @@ def _arm_dir(out: Path, arm: str, seed: int) -> Path:
     return out / "arms" / (f"{arm}-seed-{seed}" if arm in STOCHASTIC else arm)
 
 
+def _prepare(
+    run: Path, out: Path, world: Path | None, score: ScoreSettings, echo: Callable[[str], None],
+    *, evaluate: bool = True,
+) -> tuple[Path, Path, Path | None, Labeller]:  # fmt: skip
+    """(source run without the held-out ground, pool, evaluation set or None, labeller)."""
+    from terracorpus.pipelines.corpus.labels import WorldLabeller
+    from terracorpus.pipelines.evaluation.truth import WorldTruth
+
+    world_dir = _world_dir(run, world)
+    source = holdout_source(run, out / "source", score.holdout)
+    echo(f"[experiment] pool: every usable group of {run} off the held-out "
+         f"{score.holdout:.0%} of its ground -> {out / 'pool'}")  # fmt: skip
+    pool = build_pool(source, out / "pool", None, materialize=evaluate)
+    evalset = None
+    if evaluate:
+        echo("[experiment] evaluation set: the world's truth on ground no arm pre-trains on")
+        evalset = build_experiment_evalset(
+            run, out / "evalset", pool, WorldTruth(str(world_dir)), score.eval_groups
+        )
+        echo(f"[experiment] {(evalset / '.done').read_text().strip()}")
+    return source, pool, evalset, WorldLabeller(str(world_dir))
+
+
 def run_corpora_experiment(
     run: Path,
     out: Path,
@@ -147,6 +195,7 @@ def run_corpora_experiment(
     arms: tuple[str, ...] = ARMS,
     seeds: int = 3,
     train: TrainSettings = TrainSettings(),
+    score: ScoreSettings = ScoreSettings(),
     world: Path | None = None,
     parallel: int = 1,
     quality_only: bool = False,
@@ -162,34 +211,38 @@ def run_corpora_experiment(
         raise StageError(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
     source_config(run)  # a curated run, or one clear error before anything is written
     settings = {"kind": "corpora", "run": str(run.resolve()), "size": size, "arms": list(arms),
-                "seeds": seeds, "train": train.config(), "folds": train.folds,
-                "shots": train.shots, **({"quality_only": True} if quality_only else {})}  # fmt: skip
+                "seeds": seeds, "train": train.config(), "score": score.settings(),
+                **({"quality_only": True} if quality_only else {})}  # fmt: skip
     with _exclusive(out):
         _check_settings(out, settings)
-        labeller = _labeller(run, world)
-        echo(f"[experiment] pool: every usable group of {run} -> {out / 'pool'}")
-        pool = build_pool(run, out / "pool", labeller, materialize=not quality_only)
-        view = pool_view(pool, run)
+        source, pool, evalset, labeller = _prepare(
+            run, out, world, score, echo, evaluate=not quality_only
+        )
+        view = pool_view(pool, source)
         if size > len(view.group_ids):
             raise StageError(
-                f"--size {size} exceeds the pool's {len(view.group_ids)} usable groups; choose a smaller size"
+                f"--size {size} exceeds the pool's {len(view.group_ids)} usable groups "
+                f"(off the held-out {score.holdout:.0%} of the ground); choose a smaller size"
             )
-        classes = _classes(run, view, labeller)
+        classes = _classes(source, view, labeller)
         corpora, quality = _arm_corpora(
-            run, out, pool, view, classes, size, arms, seeds, echo, materialize=not quality_only
+            source, out, pool, view, classes, size, arms, seeds, echo, materialize=not quality_only
         )
-        jobs = [] if quality_only else [
-            Job(arm, s, corpora[(arm, s)], pool, out / "jobs" / arm / f"seed-{s}",
-                train.config(), train.folds, train.shots)
-            for s in range(seeds) for arm in arms  # seed-major: a cut-short run stays balanced
+        # seed-major: a cut-short run stays balanced; the first job also scores the baselines
+        jobs = [] if evalset is None else [
+            Job(arm, s, corpora[(arm, s)], _scoring(evalset, score),
+                out / "jobs" / arm / f"seed-{s}", train.config(), baselines=(i == 0))
+            for i, (s, arm) in enumerate((s, a) for s in range(seeds) for a in arms)
         ]  # fmt: skip
         scores = run_jobs(jobs, parallel, echo)
-        results = summarize(
-            scores, quality, settings, reference="random" if "random" in arms else None
-        )
+        results = summarize(scores, quality, settings, focus="ap" if "ap" in arms else None)
         json_path, md_path = write_results(out, results)
         echo(f"[experiment] results: {json_path}, {md_path}")
         return results
+
+
+def _scoring(evalset: Path, score: ScoreSettings) -> Scoring:
+    return Scoring(evalset, score.views, score.fractions, score.head_seeds)
 
 
 def _arm_corpora(
@@ -229,6 +282,7 @@ def run_models_experiment(
     variants: tuple[str, ...] = tuple(VARIANTS),
     seeds: int = 3,
     train: TrainSettings = TrainSettings(),
+    score: ScoreSettings = ScoreSettings(),
     world: Path | None = None,
     parallel: int = 1,
     echo: Callable[[str], None] = print,
@@ -239,20 +293,19 @@ def run_models_experiment(
         raise StageError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     source_config(run)
     settings = {"kind": "models", "run": str(run.resolve()), "variants": list(variants),
-                "seeds": seeds, "train": train.config(), "folds": train.folds,
-                "shots": train.shots}  # fmt: skip
+                "seeds": seeds, "train": train.config(), "score": score.settings()}  # fmt: skip
     with _exclusive(out):
         _check_settings(out, settings)
-        echo(f"[experiment] pool: every usable group of {run} -> {out / 'pool'}")
-        pool = build_pool(run, out / "pool", _labeller(run, world))
+        _, pool, evalset, _ = _prepare(run, out, world, score, echo)
+        assert evalset is not None  # _prepare builds it unless told not to
         jobs = [
-            Job(v, s, pool, pool, out / "jobs" / v / f"seed-{s}", train.config(**VARIANTS[v]),
-                train.folds, train.shots)
-            for s in range(seeds) for v in variants
+            Job(v, s, pool, _scoring(evalset, score), out / "jobs" / v / f"seed-{s}",
+                train.config(**VARIANTS[v]), baselines=(i == 0))
+            for i, (s, v) in enumerate((s, v) for s in range(seeds) for v in variants)
         ]  # fmt: skip
         scores = run_jobs(jobs, parallel, echo)
-        reference = "complementary" if "complementary" in variants else None
-        results = summarize(scores, {}, settings, reference=reference)
+        focus = "complementary" if "complementary" in variants else None
+        results = summarize(scores, {}, settings, focus=focus)
         json_path, md_path = write_results(out, results)
         echo(f"[experiment] results: {json_path}, {md_path}")
         return results

@@ -1,9 +1,13 @@
 """An experiment's table: per arm, the mean of each score over seeds with a 95 % interval.
 
-The interval is Student's t over the seeds (mean +- t(0.975, n-1) * sd / sqrt(n)); with one
-seed it is undefined (NaN). Two arms *differ* on a score when their intervals do not overlap.
-Curation-quality metrics (no training) sit beside the scores. Written as ``results.json`` and
-``results.md``; the run report draws ``results.json`` (:func:`scores_figure`).
+A job's score on a task is the mean over its head seeds (``terracorpus evaluate``); the
+interval is Student's t over the **pre-training** seeds (mean +- t(0.975, n-1) * sd /
+sqrt(n)); with one seed it is undefined (NaN). The focus arm (``ap``, or ``complementary`` for
+model variants) is compared with every other arm: ``better`` / ``worse`` when the intervals do
+not overlap, else ``overlap``. Random weights and the no-learning baseline (scored once, by the
+first job) sit under the arms for scale; curation-quality metrics (no training) beside them.
+Written as ``results.json`` and ``results.md``; the run report draws ``results.json``
+(:func:`terracorpus.pipelines.experiment.report.scores_figure`).
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from scipy import stats
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
-SCORES = (  # (key in the job scores, column title)
-    ("linear_macro_f1", "linear F1"),
-    ("knn_macro_f1", "kNN F1"),
-    ("few_linear_macro_f1", "few-label F1"),
-    ("linear_accuracy", "linear acc"),
-)
+TASKS = {  # task -> its score's name (terracorpus evaluate)
+    "classification": "macro-F1",
+    "segmentation": "mIoU",
+    "change": "F1",
+}
+BASELINES = {  # evaluate's baseline encoders, as the table names them
+    "random": "random weights, no pre-training (1 head set)",
+    "no-learning": "no-learning: band statistics (1 head set)",
+}
 QUALITY = (  # (key of SelectionQuality, column title, format)
     ("groups", "groups", "{:g}"),
     ("classes_kept", "classes", "{:.3g}"),
@@ -33,6 +40,22 @@ QUALITY = (  # (key of SelectionQuality, column title, format)
     ("mean_information", "mean info", "{:.3f}"),
     ("coverage", "coverage dist", "{:.3f}"),
 )
+
+
+def score_columns(jobs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(key, title) of every score the jobs hold (``task:view:percent``), tasks in order."""
+    keys = {k for j in jobs for k in j if k.count(":") == 2 and k.split(":")[0] in TASKS}
+
+    def order(key: str) -> tuple[int, str, float]:
+        task, view, pct = key.split(":")
+        return (list(TASKS).index(task), view, -float(pct))
+
+    return [(k, _title(k)) for k in sorted(keys, key=order)]
+
+
+def _title(key: str) -> str:
+    task, view, pct = key.split(":")
+    return f"{task} {TASKS[task]} ({view}, {pct} % labels)"
 
 
 def interval(values: list[float | None]) -> dict[str, float]:
@@ -53,25 +76,38 @@ def summarize(
     jobs: list[dict[str, Any]],
     quality: dict[str, dict[str, Any]],
     settings: dict[str, Any],
-    reference: str | None = None,
+    focus: str | None = None,
 ) -> dict[str, Any]:
-    """The results document: settings, per-arm intervals, quality, and each arm against
-    ``reference`` (e.g. ``random``): which scores it beats or loses with disjoint intervals."""
+    """The results document: settings, score columns, per-arm intervals, the baselines,
+    quality, and ``focus`` against every other arm (disjoint 95 % intervals or not)."""
     arms = list(dict.fromkeys(j["arm"] for j in jobs)) or list(quality)
+    columns = score_columns(jobs)
     scores = {
-        arm: {key: interval([j.get(key) for j in jobs if j["arm"] == arm]) for key, _ in SCORES}
+        arm: {key: interval([j.get(key) for j in jobs if j["arm"] == arm]) for key, _ in columns}
         for arm in arms
     }
     versus = {}
-    if reference in scores and jobs:
-        for arm in arms:
-            if arm == reference:
-                continue
-            versus[arm] = {
-                key: _compare(scores[arm][key], scores[reference][key]) for key, _ in SCORES
-            }
-    return {"settings": settings, "arms": arms, "scores": scores, "quality": quality,
-            "reference": reference, "versus_reference": versus, "jobs": jobs}  # fmt: skip
+    if focus in scores:
+        versus = {
+            other: {key: _compare(scores[focus][key], scores[other][key]) for key, _ in columns}
+            for other in arms
+            if other != focus
+        }
+    baselines: dict[str, dict[str, float]] = {}
+    for j in jobs:
+        for name, values in j.get("baselines", {}).items():
+            baselines.setdefault(name, values)
+    return {"settings": settings, "arms": arms, "columns": columns, "scores": scores,
+            "baselines": baselines, "quality": quality, "focus": focus, "versus": versus,
+            "skipped": _skipped(jobs), "jobs": jobs}  # fmt: skip
+
+
+def _skipped(jobs: list[dict[str, Any]]) -> dict[str, str]:
+    """Tasks the evaluation skipped (the same for every job: one evaluation set), with why."""
+    out: dict[str, str] = {}
+    for j in jobs:
+        out.update(j.get("skipped", {}))
+    return out
 
 
 def _compare(a: dict[str, float], b: dict[str, float]) -> str:
@@ -86,17 +122,23 @@ def _compare(a: dict[str, float], b: dict[str, float]) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The results as Markdown tables (scores; curation quality; against the reference)."""
-    arms = results["arms"]
-    n = max((results["scores"][a][SCORES[0][0]]["n"] for a in arms), default=0)
+    """The results as Markdown tables (scores; curation quality; the focus arm against each)."""
+    arms, columns = results["arms"], [tuple(c) for c in results.get("columns", [])]
+    n = max((results["scores"][a][k]["n"] for a in arms for k, _ in columns), default=0)
     lines: list[str] = []
-    if n:
-        lines += [f"Downstream scores: mean over {n} seeds, 95 % interval (t).", ""]
-        lines.append("| arm | " + " | ".join(title for _, title in SCORES) + " |")
-        lines.append("|---" * (len(SCORES) + 1) + "|")
+    if n and columns:
+        lines += [f"Downstream scores (test split of the evaluation set): mean over {n} "
+                  "pre-training seeds, 95 % interval (t).", ""]  # fmt: skip
+        lines.append("| arm | " + " | ".join(title for _, title in columns) + " |")
+        lines.append("|---" * (len(columns) + 1) + "|")
         for arm in arms:
-            cells = [_cell(results["scores"][arm][key]) for key, _ in SCORES]
+            cells = [_cell(results["scores"][arm][key]) for key, _ in columns]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        for name, values in results.get("baselines", {}).items():
+            cells = ["—" if values.get(k) is None else f"{values[k]:.3f}" for k, _ in columns]
+            lines.append(f"| *{BASELINES.get(name, name)}* | " + " | ".join(cells) + " |")
+        for task, why in results.get("skipped", {}).items():
+            lines.append(f"\n{task}: not scored ({why})")
         lines.append("")
     if results["quality"]:
         lines += ["Curation quality (no training):", ""]
@@ -105,13 +147,13 @@ def markdown(results: dict[str, Any]) -> str:
         for arm, q in results["quality"].items():
             cells = ["—" if q.get(key) is None else fmt.format(q[key]) for key, _, fmt in QUALITY]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    if results["versus_reference"]:
-        ref = results["reference"]
-        lines += ["", f"Against `{ref}` (95 % intervals disjoint?):", ""]
-        lines.append("| arm | " + " | ".join(title for _, title in SCORES) + " |")
-        lines.append("|---" * (len(SCORES) + 1) + "|")
-        for arm, cmp in results["versus_reference"].items():
-            lines.append(f"| {arm} | " + " | ".join(cmp[key] for key, _ in SCORES) + " |")
+    if results.get("versus"):
+        focus = results["focus"]
+        lines += ["", f"`{focus}` against each arm (better / worse: 95 % intervals disjoint):", ""]
+        lines.append("| against | " + " | ".join(title for _, title in columns) + " |")
+        lines.append("|---" * (len(columns) + 1) + "|")
+        for arm, cmp in results["versus"].items():
+            lines.append(f"| {arm} | " + " | ".join(cmp[key] for key, _ in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
