@@ -91,6 +91,20 @@ def verdict(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def ap_structure(arm: Path) -> str:
+    """How the AP arm's corpus was picked: clusters, and exemplars against quota fill."""
+    import pandas as pd
+
+    table = pd.read_parquet(arm / "selection.parquet")
+    anchors = table[table["role"] == "anchor"]
+    kept = anchors[anchors["kept"]]
+    reasons = kept["reason"].value_counts().to_dict()
+    clusters = anchors.loc[anchors["cluster_id"] >= 0, "cluster_id"].nunique()
+    return (f"AP arm: {clusters} clusters over the pool's anchors; {len(kept)} kept: "
+            f"{reasons.get('exemplar', 0)} exemplars, {reasons.get('quota', 0)} from the "
+            f"information-weighted farthest-point fill")  # fmt: skip
+
+
 def _f(v: float | None) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{v:.3f}"
 
@@ -142,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
           f"keep their first times); load average {psutil.getloadavg()[0]:.1f}")  # fmt: skip
     for line in verdict(results):
         print(line)
+    print(ap_structure(a.out / "experiments" / "corpora" / "arms" / "ap"))
     if a.models:
         t2 = time.perf_counter()
         models = run_models_experiment(

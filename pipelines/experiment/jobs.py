@@ -181,7 +181,9 @@ def run_jobs(
     else:
         from concurrent.futures import ThreadPoolExecutor
 
+        t = time.perf_counter()
         with ThreadPoolExecutor(parallel) as pool:  # each job is its own sub-processes
-            for job, _ in zip(todo, pool.map(run_job, todo), strict=True):
-                echo(f"[experiment] done: {job.arm} seed {job.seed}")
+            for i, (job, _) in enumerate(zip(todo, pool.map(run_job, todo), strict=True)):
+                echo(f"[experiment] done {i + 1}/{len(todo)}: {job.arm} seed {job.seed} "
+                     f"({time.perf_counter() - t:.0f} s since the start)")  # fmt: skip
     return [run_job(j) for j in jobs]
