@@ -198,6 +198,14 @@ def test_cli_prints_the_table_and_writes_json(built, tmp_path):
     doc = json.loads(js.read_text())
     assert len(doc["tasks"]["segmentation"]["rows"]) == 3
     assert Path(doc["pictures"]["segmentation"]).is_file()
+    quiet = tmp_path / "quiet.json"  # the experiment's jobs score without pictures
+    result = CliRunner().invoke(main, ["evaluate", "--encoder", str(enc), "--evalset", str(out),
+                                       "--task", "classification", "--seeds", "1", "--view",
+                                       "anchor", "--no-baselines", "--no-pictures", "--json",
+                                       str(quiet)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(quiet.read_text())["pictures"] == {}
+    assert not (tmp_path / "quiet-pictures").exists()
 
 
 @pytest.mark.integration
