@@ -113,6 +113,12 @@ class APParams:
         ge=0,
         le=1,
     )
+    level_convergence_iter: int = setting(
+        15,
+        "with n_clusters: convergence_iter of the summary levels below the top (their exemplars "
+        "only summarise blocks for the level above)",
+        ge=2,
+    )
     assign_threads: int = setting(
         0,
         "threads of the final nearest-exemplar assignment (0: all cores; the result does not "
@@ -209,12 +215,15 @@ def affinity_propagation(
     R = np.zeros_like(S)
     A = np.zeros_like(S)
     T = np.empty_like(S)
+    # numpy's maximum/minimum against a scalar take a slow loop (~4x an array operand here)
+    Z = np.zeros_like(S)
+    # writable views of the diagonals (a strided slice: no index arrays per iteration)
+    R_diag, A_diag, T_diag = (M.reshape(-1)[:: n + 1] for M in (R, A, T))
     rows = np.arange(n)
-    diag = rows * (n + 1)
     d = np.float32(damping)
     d1 = np.float32(1.0 - damping)
     S_d1 = S * d1  # damping folded into the new responsibilities: one pass fewer
-    last: NDArray[np.bool_] | None = None
+    last = b""
     stable = 0
     E = np.zeros(n, dtype=bool)
     for it in range(1, max_iter + 1):
@@ -229,22 +238,20 @@ def affinity_propagation(
         R *= d
         R += T
         # availabilities a(i,k) = min(0, r(k,k) + sum_{i' not in {i,k}} max(0, r(i',k)))
-        np.maximum(R, 0.0, out=T)
-        T.flat[diag] = R.flat[diag]
+        np.maximum(R, Z, out=T)
+        T_diag[:] = R_diag
         colsum = T.sum(axis=0)
         np.subtract(colsum[None, :], T, out=T)
-        a_diag = T.flat[diag].copy()
-        np.minimum(T, 0.0, out=T)
-        T.flat[diag] = a_diag
+        a_diag = T_diag.copy()
+        np.minimum(T, Z, out=T)
+        T_diag[:] = a_diag
         T *= d1
         A *= d
         A += T
-        E = (A.flat[diag] + R.flat[diag]) > 0
-        if last is not None and np.array_equal(E, last):
-            stable += 1
-        else:
-            stable = 0
-        last = E
+        E = (A_diag + R_diag) > 0
+        key = E.tobytes()
+        stable = stable + 1 if key == last else 0
+        last = key
         if stable >= convergence_iter and E.any():
             return np.flatnonzero(E).astype(np.int64), it, True
     return np.flatnonzero(E).astype(np.int64), max_iter, False
@@ -378,10 +385,12 @@ def _solve_collapsed(block: BlockInput, params: APParams, heads: I64, group: I64
     tried: list[float] = []
     exemplars = np.zeros(0, np.int64)
     iterations, converged, damping = 0, False, params.damping
+    summary = block.local_quantile is not None
+    stable_for = params.level_convergence_iter if summary else params.convergence_iter
     for damping in _dampings(params):
         tried.append(damping)
         exemplars, iterations, converged = affinity_propagation(
-            S, damping=damping, max_iter=params.max_iter, convergence_iter=params.convergence_iter
+            S, damping=damping, max_iter=params.max_iter, convergence_iter=stable_for
         )
         if converged:
             break

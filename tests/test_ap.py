@@ -235,6 +235,20 @@ def test_block_local_preference_is_a_quantile_of_the_block() -> None:
     assert floor.preference == -1.0  # the larger of the two
 
 
+def test_summary_levels_stop_after_their_own_convergence_window() -> None:
+    X = overlapping(300, seed=3)
+    summary = BlockInput(1, 0, X, -np.inf, local_quantile=0.5)
+    short = solve_block(summary, APParams(level_convergence_iter=5, convergence_iter=60))
+    long = solve_block(summary, APParams(level_convergence_iter=60, convergence_iter=5))
+    assert short.converged and long.converged
+    assert long.iterations - short.iterations >= 40  # the window, not the answer, differs
+    # a block with one global preference (the top, or no cluster target) keeps convergence_iter
+    top = BlockInput(1, 0, X, short.preference)
+    assert solve_block(top, APParams(level_convergence_iter=5, convergence_iter=60)).iterations == (
+        solve_block(top, APParams(level_convergence_iter=60, convergence_iter=60)).iterations
+    )
+
+
 def test_threaded_assignment_equals_serial() -> None:
     X = overlapping(70_000, dim=8)
     ex = np.arange(0, len(X), 97, dtype=np.int64)
