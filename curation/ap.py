@@ -263,13 +263,17 @@ def assign_and_refine(S: F32, exemplars: I64) -> tuple[I64, I64]:
     The refinement is scikit-learn's: within each cluster the member with the largest summed
     similarity from the members becomes the exemplar. Returns (exemplars ascending, labels).
     """
+    n, k = len(S), len(exemplars)
     labels = np.argmax(S[:, exemplars], axis=1)
-    labels[exemplars] = np.arange(len(exemplars))
-    refined = exemplars.copy()
-    for k in range(len(exemplars)):
-        members = np.flatnonzero(labels == k)
-        refined[k] = members[np.argmax(S[np.ix_(members, members)].sum(axis=0))]
-    refined = np.unique(refined)
+    labels[exemplars] = np.arange(k)
+    # sums[c, j] = sum of s(i, j) over the members i of cluster c: rows grouped by cluster
+    by_cluster = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[by_cluster], np.arange(k))
+    sums = np.add.reduceat(S[by_cluster], starts, axis=0)  # (K, n)
+    within = sums[labels, np.arange(n)]  # each point's sum from its own cluster
+    order = np.lexsort((-within, labels))  # by cluster, best first (ties: lowest index)
+    firsts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
+    refined = np.unique(order[firsts])
     labels = np.argmax(S[:, refined], axis=1)
     labels[refined] = np.arange(len(refined))
     return refined.astype(np.int64), labels.astype(np.int64)
