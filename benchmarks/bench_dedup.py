@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import psutil
 from scipy.sparse.csgraph import connected_components
-from sklearn.cluster import AffinityPropagation, MiniBatchKMeans
+from sklearn.cluster import AffinityPropagation, KMeans, MiniBatchKMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
@@ -325,6 +325,41 @@ def overlap_quality_part(n: int, report: Report, case: str = "overlapping") -> N
                f"{adjusted_rand_score(data.truth, res.labels):.3f} / "
                f"{adjusted_rand_score(data.truth, flat.labels_):.3f} / "
                f"{adjusted_rand_score(data.truth, fixed.labels):.3f}")  # fmt: skip
+    posedness_part(data, res, flat.labels_, ari, report, f"{case} {n:,}")
+
+
+RESAMPLE_SHARE = 0.9  # share of the chips flat AP is rerun on to see how reproducible it is
+RESTARTS = 3  # k-means restarts whose pairwise agreement shows how many partitions are as good
+
+
+def posedness_part(
+    data: Planted, res: APResult, flat_labels: np.ndarray, ari: float, report: Report, name: str
+) -> None:
+    """How much agreement with flat AP one can ask for on this data.
+
+    Flat AP is deterministic for a given preference, so rerunning it tells nothing; rerunning
+    it on a seeded ``RESAMPLE_SHARE`` of the chips (ARI on the shared chips) shows how much its
+    partition depends on the sample, and k-means restarts with the same K show how different
+    partitions of nearly equal objective can be. ARI against flat AP is read against these.
+    """
+    n = len(data.X)
+    keep = np.sort(np.random.default_rng(1).choice(n, int(RESAMPLE_SHARE * n), replace=False))
+    with timer() as t_sub:
+        sub = AffinityPropagation(
+            preference=res.preference, damping=0.9, max_iter=500, convergence_iter=30,
+            random_state=0,
+        ).fit(data.X[keep])  # fmt: skip
+    ari_sub = adjusted_rand_score(flat_labels[keep], sub.labels_)
+    report.add(f"{name}: flat AP on {RESAMPLE_SHARE:.0%} of the chips vs flat AP: ARI, K, s",
+               f"{ari_sub:.3f}, {len(sub.cluster_centers_indices_)}, {t_sub[0]:.0f}")  # fmt: skip
+    report.add(f"{name}: ARI vs flat AP / flat AP's own resampling ARI", f"{ari / ari_sub:.2f}")
+    fits = [KMeans(res.n_clusters, n_init=1, random_state=s).fit(data.X) for s in range(RESTARTS)]
+    pairs = [adjusted_rand_score(a.labels_, b.labels_)
+             for i, a in enumerate(fits) for b in fits[i + 1:]]  # fmt: skip
+    inertia = [f.inertia_ for f in fits]
+    report.add(f"context: {name}: KMeans-{res.n_clusters} restarts: pairwise ARI, objective spread",
+               f"{min(pairs):.3f}-{max(pairs):.3f}, "
+               f"{(max(inertia) - min(inertia)) / min(inertia):.2%}")  # fmt: skip
 
 
 def quality_part(n: int, report: Report) -> None:

@@ -52,9 +52,10 @@ class APParams:
     derives from (``seed``, level, block id). With ``n_clusters`` every level below the top
     summarises its blocks with a block-local preference (the ``level_quantile`` of the block's
     own weighted similarities: a block of 300 keeps roughly 10-30 exemplars, so the levels
-    reach ``top_size`` in a few steps) and the top level's preference is searched (bisection
-    on log |p|) until it gives about ``n_clusters`` exemplars; that preference is the one
-    reported. With a fixed preference the cluster count grows with N on overlapping data.
+    reach ``top_size`` in a few steps; they stop after a shorter convergence window,
+    ``level_convergence_iter``, which cuts their iterations by about a quarter) and the top
+    level's preference is searched (bisection on log |p|) until it gives about ``n_clusters``
+    exemplars; that preference is the one reported. With a fixed preference the cluster count grows with N on overlapping data.
     """
 
     damping: float = setting(
