@@ -86,6 +86,23 @@ def test_core_loop_matches_scikit_learn() -> None:
     assert adjusted_rand_score(ref_labels, labels) > 0.99
 
 
+def test_refinement_moves_each_exemplar_to_its_clusters_best_member() -> None:
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(120, 3)).astype(np.float32)
+    S = weighted_similarity(X, None, None, -4.0)
+    start = np.array([3, 40, 41, 90], np.int64)
+    ex, labels = assign_and_refine(S, start)
+    first = np.argmax(S[:, start], axis=1)
+    first[start] = np.arange(len(start))
+    best = set()
+    for k in range(len(start)):  # brute force: the member with the largest column sum
+        members = np.flatnonzero(first == k)
+        best.add(int(members[np.argmax(S[np.ix_(members, members)].sum(axis=0))]))
+    assert ex.tolist() == sorted(best)
+    assert (labels[ex] == np.arange(len(ex))).all()
+    assert (labels == np.argmax(S[:, ex], axis=1)).sum() >= len(X) - len(ex)
+
+
 def test_single_point_and_identical_points_are_one_cluster() -> None:
     params = APParams()
     one = solve_block(BlockInput(1, 0, np.ones((1, 3), np.float32), -1.0), params)
