@@ -279,6 +279,10 @@ def scale_part(n: int, report: Report, case: str = "separated") -> None:
         f"{name}: blocks not converged",
         f"{len(res.unconverged)} of {len(res.partitions)}",
     )
+    first = [q for q in res.partitions if q.level == 1 and q.iterations > 0]
+    report.add(f"{name}: first level: blocks with message passing, mean iterations, CPU s",
+               f"{len(first)}, {np.mean([q.iterations for q in first] or [0]):.0f}, "
+               f"{sum(q.seconds for q in first):.0f}")  # fmt: skip
     if case == "separated":
         ref_t, _ = PROTOTYPE.get(n, (float("nan"), 0.0))
         report.add(f"{name}: speed-up vs notes' prototype ({ref_t:.0f} s)", f"{ref_t / t[0]:.1f}x")
