@@ -133,6 +133,11 @@ class APParams:
             raise ClusteringError(
                 "give preference or n_clusters, not both (n_clusters searches the preference)"
             )
+        if self.n_clusters is not None and self.n_clusters > self.top_size:
+            raise ClusteringError(
+                f"n_clusters {self.n_clusters} is larger than top_size {self.top_size}: the top "
+                "level clusters at most top_size points; raise top_size or lower n_clusters"
+            )
 
 
 @dataclass(frozen=True)

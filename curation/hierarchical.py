@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -45,6 +45,7 @@ TaskFn = Callable[[list[BlockInput]], list[BlockOutput]]
 MapFn = Callable[[TaskFn, list[list[BlockInput]]], list[list[BlockOutput]]]
 
 STALL_RATIO = 0.7  # a level that keeps more than this share of its points has stalled
+RESUMMARISE = 4  # at most this many reruns of a summary level that kept fewer than n_clusters
 TASK_COST = 4_000_000  # sum of n^2 over the blocks of one task (~16 blocks of 500)
 MIN_TASKS = 16  # split a level into at least this many tasks when it has enough blocks
 _AXIS_SAMPLE = 20_000  # points used to fit a block's principal axis
@@ -314,17 +315,18 @@ def _hierarchy(
             else make_blocks(state.keys, mu, size, params.partitioning, params.seed, level)
         )
         inputs = _inputs(X, state, mu, blocks, level, preference, None if last else level_q)
+        note = ""
         if last and target is not None:
             outputs = [solve_for_clusters(inputs[0], params, target)]
             preference = outputs[0].preference
         else:
-            tasks = run(partial(solve_blocks, params=params), _tasks(inputs))
-            outputs = [out for task in tasks for out in task]
+            outputs = _solve_level(run, params, inputs)
+        if not last and target is not None and level_q is not None:
+            outputs, level_q, note = _keep_enough(run, params, inputs, outputs, level_q, target)
         parent, exemplar_pos = _parents(blocks, outputs, n)
         partitions.extend(_reports(blocks, outputs, state))
         state = _carry_up(state, mu, parent, exemplar_pos)
         k = len(exemplar_pos)
-        note = ""
         if not last and k > params.top_size and k > STALL_RATIO * n:
             if level_q is not None:
                 level_q /= 2  # block-local preferences: summarise harder
@@ -348,6 +350,41 @@ def _hierarchy(
             break
         exemplars, labels, sqdist = moved, new_labels, new_sqdist
     return APResult(labels, exemplars, sqdist, preference, tuple(levels), tuple(partitions))
+
+
+def _solve_level(run: MapFn, params: APParams, inputs: list[BlockInput]) -> list[BlockOutput]:
+    tasks = run(partial(solve_blocks, params=params), _tasks(inputs))
+    return [out for task in tasks for out in task]
+
+
+def _keep_enough(
+    run: MapFn,
+    params: APParams,
+    inputs: list[BlockInput],
+    outputs: list[BlockOutput],
+    level_q: float,
+    target: int,
+) -> tuple[list[BlockOutput], float, str]:
+    """Redo a summary level that kept fewer points than the cluster target, summarising less.
+
+    The top can only choose among the points the levels below carry up: a summary that keeps
+    fewer than ``n_clusters`` would cap the result below the target. The level is solved
+    again with the block-local quantile raised halfway to 1 (more exemplars per block), at
+    most ``RESUMMARISE`` times; the raised quantile stays for the levels above.
+    """
+    kept = sum(len(o.exemplars) for o in outputs)
+    first = kept
+    for _ in range(RESUMMARISE):
+        if kept >= target:
+            break
+        level_q = (1.0 + level_q) / 2
+        outputs = _solve_level(run, params, [replace(b, local_quantile=level_q) for b in inputs])
+        kept = sum(len(o.exemplars) for o in outputs)
+    note = (
+        f"summarised again at level_quantile {level_q:.3g}: {first} exemplars were fewer than "
+        f"n_clusters {target}"
+    )
+    return outputs, level_q, note if kept != first else ""
 
 
 def _check_input(X: F32, keys: NDArray[np.generic]) -> F32:

@@ -283,3 +283,16 @@ def test_cluster_target_settings_are_checked() -> None:
         APParams(preference=-1.0, n_clusters=5)
     with pytest.raises(ClusteringError, match="n_clusters"):
         APParams(n_clusters=0)
+    with pytest.raises(ClusteringError, match="n_clusters 70 is larger than top_size 60"):
+        APParams(n_clusters=70, top_size=60)
+
+
+def test_a_summary_level_keeps_at_least_the_cluster_target() -> None:
+    # blocks of 100 summarise 3000 -> ~330 -> ~35 points: fewer than 40, so the second level
+    # is summarised again with a higher block-local quantile instead of capping K at ~35
+    X = overlapping(3000)
+    params = APParams(partition_size=100, top_size=60, n_clusters=40)
+    res = hierarchical_ap(X, np.zeros(len(X), np.int64), params)
+    redone = [lv for lv in res.levels if "summarised again" in lv.note]
+    assert redone and all(lv.exemplars >= 40 for lv in redone)
+    assert abs(res.n_clusters - 40) <= 1 and res.levels[-1].points <= 60
