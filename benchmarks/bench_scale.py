@@ -57,7 +57,7 @@ from terracorpus.pipelines.rundir import RunDir
 from terracorpus.pipelines.testing.httpserve import RangeServer
 
 REGION = "iowa-prairie"
-CHIP_M = 480.0  # about 7 groups and 35 images per copy of the region
+CHIP_M = 480.0  # about 7 groups and 35 images per copy of the region (--chip-m)
 
 
 # -- the catalog ------------------------------------------------------------------------------
@@ -164,6 +164,9 @@ class _Tree:
                 self.cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
                 self.names.setdefault(p.pid, cmd)
 
+    def peak_of(self, pid: int) -> float:
+        return self.peak.get(pid, float("nan"))
+
     def total_cpu(self) -> float:
         return sum(self.cpu.values())
 
@@ -224,6 +227,7 @@ def _config(
     run_dir: Path,
     dask: dict[str, Any],
     bbox_dir: Path,
+    chip_m: float,
 ) -> RunConfig:
     return parse_config(
         {
@@ -242,7 +246,7 @@ def _config(
                 "end": "2030-12-31",
                 "page_size": 1000,
             },
-            "group": {"chip_size_m": CHIP_M},
+            "group": {"chip_size_m": chip_m},
             "dask": dask,
         },
         source="bench_scale",
@@ -311,6 +315,7 @@ def run_once(
     run_dir: Path,
     kind: str,
     workers: int,
+    chip_m: float,
 ) -> dict[str, Any]:
     """search, plan, then the rest of curate; per stage wall, CPU and worker peaks."""
     if run_dir.exists():
@@ -318,7 +323,7 @@ def run_once(
     with _cluster(kind, workers) as (dask, roots):
         tree = _Tree([os.getpid(), *roots])
         stages = _Stages(tree)
-        cfg = _config(api, server, bbox, run_dir, dask, catalog)
+        cfg = _config(api, server, bbox, run_dir, dask, catalog, chip_m)
         with _sampling(tree):
             curate(cfg, until="search", echo=stages.echo)
             t0 = time.perf_counter()
@@ -330,7 +335,7 @@ def run_once(
             curate(cfg, echo=_peaks(stages))
             run_s = time.perf_counter() - t0
     groups = pd.read_parquet(run_dir / "groups.parquet", columns=["group_id", "n_members"])
-    selection = pd.read_parquet(run_dir / "selection.parquet")
+    selection = pd.read_parquet(run_dir / "selection.parquet", columns=["chip_id", "kept"])
     return {
         "kind": kind,
         "workers": workers,
@@ -341,6 +346,8 @@ def run_once(
         "measured_s": run_s,
         "groups": len(groups),
         "images": int(groups["n_members"].sum()),
+        "chips": len(selection),
+        "kept_groups": int(selection["kept"].sum()),
         "group_ids": sorted(groups["group_id"]),
         "kept": sorted(selection.loc[selection["kept"], "chip_id"]) if "kept" in selection else [],
     }
@@ -352,8 +359,10 @@ def _peaks(stages: _Stages) -> Any:
         if name and " done in " in line:
             stages.tree.sample()
             peaks = stages.tree.worker_peaks()
+            client = stages.tree.peak_of(os.getpid())
             stages.echo(line)
             stages.rows[name]["worker_peak_mib"] = max(peaks) if peaks else float("nan")
+            stages.rows[name]["client_peak_mib"] = client
             return
         stages.echo(line)
 
@@ -381,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         help="run the separate-processes cluster only up to this size",
     )
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--chip-m", type=float, default=CHIP_M, help="chip size, metres")
     ap.add_argument("--latency", type=float, default=0.01, help="seconds per range request")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-scale"))
     args = ap.parse_args(argv)
@@ -409,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
                         args.out / f"run-{n}-{kind}",
                         kind,
                         args.workers,
+                        args.chip_m,
                     )
                     r["items"] = n
                     results.append(r)
@@ -417,31 +428,65 @@ def main(argv: list[str] | None = None) -> None:
 
 def _report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     rows = [
-        "| items | cluster | groups | images | stage | wall s | CPU s | worker peak MiB | plan s |",
-        "|---:|---|---:|---:|---|---:|---:|---:|---:|",
+        f"load average at the end: {os.getloadavg()[0]:.1f} (2 cores)\n",
+        "| items | cluster | chips | groups kept | stage | wall s | CPU s | worker peak MiB "
+        "| client peak MiB | plan s |",
+        "|---:|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         for name, s in r["stages"].items():
             rows.append(
-                f"| {r['items']} | {r['kind']} | {r['groups']} | {r['images']} | {name} | "
-                f"{s['wall_s']:.1f} | {s['cpu_s']:.1f} | {s.get('worker_peak_mib', float('nan')):.0f} "
-                f"| {r['plan'].get(name, float('nan')):.1f} |"
+                f"| {r['items']} | {r['kind']} | {r['chips']} | {r['kept_groups']} | {name} | "
+                f"{s['wall_s']:.1f} | {s['cpu_s']:.1f} | {s.get('worker_peak_mib', math.nan):.0f} "
+                f"| {s.get('client_peak_mib', math.nan):.0f} "
+                f"| {r['plan'].get(name, math.nan):.1f} |"
             )
         rows.append(
-            f"| {r['items']} | {r['kind']} | | | **group..materialize** | {r['measured_s']:.1f} | | "
-            f"| {r['plan_total_s']:.1f} |"
+            f"| {r['items']} | {r['kind']} | | | **group..materialize** | {r['measured_s']:.1f} | "
+            f"| | | {r['plan_total_s']:.1f} |"
         )
-    by_items: dict[int, list[dict[str, Any]]] = {}
-    for r in results:
-        by_items.setdefault(r["items"], []).append(r)
-    for n, rs in by_items.items():
-        same = all(x["group_ids"] == rs[0]["group_ids"] and x["kept"] == rs[0]["kept"] for x in rs)
-        rows.append(f"\n{n} items: groups and selection identical across cluster kinds: {same}")
+    rows.append("")
+    rows += _ratios(results)
     text = "\n".join(rows)
     print(text)
     slim = [{k: v for k, v in r.items() if k not in ("group_ids", "kept")} for r in results]
     (args.out / "results.json").write_text(json.dumps(slim, indent=2))
     (args.out / "results.md").write_text(text + "\n")
+
+
+def _peak(r: dict[str, Any]) -> float:
+    peaks = [s.get("worker_peak_mib", math.nan) for s in r["stages"].values()]
+    return max((p for p in peaks if not math.isnan(p)), default=math.nan)
+
+
+def _ratios(results: list[dict[str, Any]]) -> list[str]:
+    """Identity across cluster kinds per size; plan vs measured per run; the largest size
+    against the smallest per cluster kind (chips, time and per-worker peak ratios)."""
+    out = []
+    by_items: dict[int, list[dict[str, Any]]] = {}
+    for r in results:
+        by_items.setdefault(r["items"], []).append(r)
+    for n, rs in by_items.items():
+        same = all(x["group_ids"] == rs[0]["group_ids"] and x["kept"] == rs[0]["kept"] for x in rs)
+        kinds = "/".join(x["kind"] for x in rs)
+        out.append(f"- {n} items ({kinds}): groups and kept chips identical: {same}")
+    for r in results:
+        out.append(
+            f"- {r['items']} items, {r['kind']}: plan {r['plan_total_s']:.1f} s vs measured "
+            f"{r['measured_s']:.1f} s (measured / plan = {r['measured_s'] / r['plan_total_s']:.2f})"
+        )
+    for kind in dict.fromkeys(r["kind"] for r in results):
+        rs = sorted((r for r in results if r["kind"] == kind), key=lambda r: r["chips"])
+        if len(rs) < 2:
+            continue
+        a, b = rs[0], rs[-1]
+        out.append(
+            f"- {kind}: {b['chips']} / {a['chips']} chips = {b['chips'] / a['chips']:.1f}x; "
+            f"time {b['measured_s']:.1f} / {a['measured_s']:.1f} s = "
+            f"{b['measured_s'] / a['measured_s']:.2f}x; per-worker peak {_peak(b):.0f} / "
+            f"{_peak(a):.0f} MiB = {_peak(b) / _peak(a):.2f}x"
+        )
+    return out
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ SCHEMA = pa.schema(
 
 # The columns curation reads: the chip table's array fields, each a column of SCHEMA.
 COLUMNS = tuple(f.name for f in fields(ChipTable) if f.name != "descriptor_names")
+_READ = list(COLUMNS)
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -107,20 +108,29 @@ def check_schema(schema: pa.Schema, source: str) -> None:
 def read_chip_table(run: RunDir, *, needed_by: str) -> ChipTable:
     """``chips.parquet`` of ``run`` as a chip table, rows sorted by chip id.
 
+    Read one partition (row group) at a time, only the columns curation needs, each
+    partition's descriptors turned into an array before the next is read.
+
     Raises:
         StageError: no table, a table made with another config, a missing or mistyped
             column, no chip, a missing id or role, or descriptors of several lengths.
     """
     path = run.path(NAME)
-    frame = run.read_table(NAME, needed_by=needed_by)
+    parts = run.iter_table(NAME, needed_by=needed_by, columns=_READ)  # checks the stamp
     check_schema(pq.read_schema(path), str(path))
+    frames, descriptors = [], []
+    for part in parts:
+        descriptors.append(_descriptors(part["descriptor"], str(path)))
+        frames.append(part.drop(columns="descriptor"))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_READ)
     if len(frame) == 0:
         raise StageError(f"{path} has no chips; check the describe stage's failures")
-    frame = frame.sort_values("chip_id", kind="stable").reset_index(drop=True)
     for name in ("chip_id", "group_id", "role"):
         if frame[name].isna().any():
             raise StageError(f"{path}: column {name} has missing values; rerun describe")
-    descriptor = _descriptors(frame["descriptor"], str(path))
+    order = np.argsort(frame["chip_id"].to_numpy(dtype=object), kind="stable")
+    frame = frame.iloc[order].reset_index(drop=True)
+    descriptor = _stacked(descriptors, str(path))[order]
     names = _descriptor_names(run, descriptor.shape[1])
     try:
         return ChipTable(
@@ -152,6 +162,20 @@ def described_images(frame: pd.DataFrame) -> DescribedImages:
 
 def _floats(column: pd.Series) -> np.ndarray:
     return column.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _stacked(parts: list[np.ndarray], source: str) -> np.ndarray:
+    """The partitions' descriptors as one (N, D) array; a partition with no descriptor at all
+    (width 0) is NaN rows of the others' width."""
+    widths = {p.shape[1] for p in parts if p.shape[1] > 0}
+    if len(widths) > 1:
+        raise StageError(
+            f"descriptors of {source} have different lengths {sorted(widths)}; rerun describe"
+        )
+    width = widths.pop() if widths else 0
+    return np.concatenate(
+        [p if p.shape[1] == width else np.full((len(p), width), np.nan) for p in parts]
+    )
 
 
 def _descriptors(column: pd.Series, source: str) -> np.ndarray:

@@ -160,6 +160,10 @@ class RunDir:
         checks of :meth:`read_table`."""
         return iter_partitions(self._checked(name, needed_by), columns)
 
+    def table_columns(self, name: str, *, needed_by: str) -> list[str]:
+        """An artifact's column names, with the checks of :meth:`read_table`."""
+        return list(pq.read_schema(self._checked(name, needed_by)).names)
+
     def read_table(self, name: str, *, needed_by: str) -> pd.DataFrame:
         """Read an artifact, refusing a missing one or one made with another config."""
         return read_parquet(self._checked(name, needed_by))

@@ -37,16 +37,19 @@ class PartitionedWriter:
         self.partitions = 0
         self.rows = 0
 
-    def write(self, frame: pd.DataFrame) -> None:
-        """Append one partition (an empty frame still counts as one, so none goes missing)."""
-        table = _arrow(frame)
+    def write(self, frame: pd.DataFrame | pa.Table) -> None:
+        """Append one partition (an empty frame still counts as one, so none goes missing).
+
+        ``frame`` is a (Geo)DataFrame or an Arrow table; every partition is cast to the
+        first one's schema."""
+        table = frame if isinstance(frame, pa.Table) else _arrow(frame)
         if self._writer is None:
             self._schema = _stamped(table.schema, self._meta)
             self._writer = pq.ParquetWriter(self._tmp, self._schema)
         assert self._schema is not None  # set with the writer
         self._writer.write_table(table.select(self._schema.names).cast(self._schema))
         self.partitions += 1
-        self.rows += len(frame)
+        self.rows += table.num_rows
 
     def close(self) -> None:
         """Finish the file (the caller renames it into place)."""

@@ -41,6 +41,7 @@ from terracorpus.curation.groups import (
     build_groups,
     groups_to_frame,
 )
+from terracorpus.pipelines.chips import read_chip_table
 from terracorpus.pipelines.cluster import dask_client
 from terracorpus.pipelines.config import DaskConfig, DescribeConfig, RunConfig
 from terracorpus.pipelines.errors import StageError
@@ -52,6 +53,7 @@ from terracorpus.pipelines.stages.describe import (
     plan_batches,
     run_describe,
 )
+from terracorpus.pipelines.tables import partition_count
 from terracorpus.pipelines.testing.httpserve import RangeServer
 
 pytestmark = pytest.mark.integration
@@ -95,7 +97,9 @@ def _run_dir(
 
 
 def _chips(run: RunDir) -> pd.DataFrame:
-    return pd.read_parquet(run.path("chips.parquet"))
+    """chips.parquet in chip order (it is stored a describe batch per row group)."""
+    chips = pd.read_parquet(run.path("chips.parquet"))
+    return chips.sort_values("chip_id", kind="stable").reset_index(drop=True)
 
 
 def _subset(reference: pd.DataFrame, groups: list[ImageGroup]) -> pd.DataFrame:
@@ -138,6 +142,27 @@ def test_chips_table_schema_and_layout(
     # (40 m where the scene has one; the tiny world's small scenes stop at 20 m)
     assert (s2["read_gsd"] == 60.0).all() and (s2["overview_level"] >= 0).any()
     assert set(s2["overview_level"]) <= {-1, 0, 1}
+
+
+def test_chips_table_is_a_row_group_per_batch(
+    tmp_path: Path,
+    scenes: list[SceneRecord],
+    groups: list[ImageGroup],
+    client: Client,
+    reference: pd.DataFrame,
+) -> None:
+    run = _run_dir(tmp_path, scenes, groups, batch_size=3)
+    summary = run_describe(run.config, run, client)
+    n_batches = int(summary.split(" in ")[-1].split()[0])
+    path = run.path("chips.parquet")
+    assert partition_count(path) == n_batches == run.table_meta("chips.parquet")["partitions"]
+    parts = list(run.iter_table("chips.parquet", needed_by="test", columns=["chip_id", "scene_id"]))
+    assert all(p["scene_id"].nunique() == 1 and 1 <= len(p) <= 3 for p in parts)
+    # streamed, the table is the one a single batch per scene gives, in chip order
+    _assert_same_chips(_chips(run), reference)
+    table = read_chip_table(run, needed_by="test")
+    assert list(table.chip_id) == list(reference["chip_id"])
+    np.testing.assert_array_equal(table.descriptor, np.stack(reference["descriptor"]))
 
 
 def test_descriptor_names_are_in_the_parquet_metadata(

@@ -144,17 +144,29 @@ def run_dedup(config: RunConfig, run: RunDir, client: Client | None = None) -> D
         )
     selection = select(chips, labels, X, cfg.policy, exemplar)
     messages += _outcome_messages(selection, cfg)
-    run.write_table(
-        SELECTION,
-        selection,
-        stage=STAGE,
-        preference=None if result is None else result.preference,
-        clusters=0 if result is None else result.n_clusters,
-        partitions=[] if result is None else [p.__dict__ for p in result.unconverged],
-    )
+    _write_selection(run, selection, result)
     summary = _summary(chips, anchor, selection, result, messages, time.perf_counter() - t0)
     log.info("dedup: %s", summary)
     return summary
+
+
+SELECTION_ROWS = 100_000  # rows per partition (row group) of selection.parquet
+
+
+def _write_selection(run: RunDir, selection: pd.DataFrame, result: APResult | None) -> None:
+    """selection.parquet in partitions of :data:`SELECTION_ROWS` chips, so its readers take
+    a partition at a time."""
+    n = max(1, -(-len(selection) // SELECTION_ROWS))
+    with run.partitioned_table(
+        SELECTION,
+        stage=STAGE,
+        partitions=n,
+        preference=None if result is None else result.preference,
+        clusters=0 if result is None else result.n_clusters,
+        unconverged=[] if result is None else [p.__dict__ for p in result.unconverged],
+    ) as out:
+        for i in range(n):
+            out.write(selection.iloc[i * SELECTION_ROWS : (i + 1) * SELECTION_ROWS])
 
 
 def require_chips(run: RunDir) -> None:

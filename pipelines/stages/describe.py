@@ -6,8 +6,10 @@ cut into batches of one scene and up to ``describe.batch_size`` of its chips, so
 header is read once per batch, not once per chip; batches run as Dask tasks. Each finished
 batch is written atomically to ``_scratch/describe/batch-<key>.parquet`` (its failures in the
 file's metadata), so a rerun after a kill skips finished batches, and a task retried after a
-lost worker rewrites the same file: nothing is lost or counted twice. ``chips.parquet`` is
-the concatenation of the batches sorted by ``chip_id``.
+lost worker rewrites the same file: nothing is lost or counted twice. ``chips.parquet`` is a
+partitioned table (:mod:`terracorpus.pipelines.tables`): one row group per batch, in batch
+order (scene id, then chip id), streamed from the batch files; readers that need chip order
+sort (:func:`terracorpus.pipelines.chips.read_chip_table`).
 
 Its columns are declared once, in :data:`terracorpus.pipelines.chips.SCHEMA` (described
 there). The descriptor's names are in the terracorpus metadata (``descriptor_names``,
@@ -22,7 +24,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,15 @@ import pyproj
 from distributed import Client
 
 from terracorpus.catalogs.access import ReadAccess
-from terracorpus.catalogs.frames import scenes_from_frame
 from terracorpus.catalogs.radiometry import scene_arrays
 from terracorpus.catalogs.redact import redact_text
 from terracorpus.catalogs.scene import SceneRecord
 from terracorpus.catalogs.sensors import Sensor, SensorRegistry, load_registry
-from terracorpus.curation.anchors import AnchorReplacement, replace_lost_anchors
+from terracorpus.curation.anchors import (
+    AnchorReplacement,
+    DescribedImages,
+    replace_lost_anchors,
+)
 from terracorpus.curation.descriptors import (
     DESCRIPTOR_VERSION,
     ChipMeta,
@@ -48,7 +53,7 @@ from terracorpus.curation.descriptors import (
     descriptor_parts,
 )
 from terracorpus.curation.errors import DescriptorError
-from terracorpus.curation.groups import ImageGroup, groups_from_frame
+from terracorpus.curation.groups import ImageGroup
 from terracorpus.curation.quality import chip_quality, decode_qa
 from terracorpus.pipelines.access import read_access
 from terracorpus.pipelines.chips import NAME as CHIPS
@@ -56,6 +61,7 @@ from terracorpus.pipelines.chips import SCHEMA, described_images
 from terracorpus.pipelines.cluster import run_tasks
 from terracorpus.pipelines.config import DescribeConfig, RunConfig
 from terracorpus.pipelines.errors import StageError
+from terracorpus.pipelines.inputs import read_groups, read_scenes
 from terracorpus.pipelines.pixels import (
     SCENE_REASONS,
     ChipFailure,
@@ -311,8 +317,9 @@ def run_describe(config: RunConfig, run: RunDir, client: Client) -> str:
         StageError: a missing input, no chip described at all, or a failure in strict mode.
     """
     registry = load_registry(*config.search.sensor_files)
-    groups = groups_from_frame(run.read_table("groups.parquet", needed_by="the describe stage"))
-    scenes = scenes_from_frame(run.read_table("scenes.parquet", needed_by="the describe stage"))
+    groups = read_groups(run, needed_by="the describe stage")
+    needed = {m.scene_id for g in groups for m in g.members}
+    scenes = read_scenes(run, needed_by="the describe stage", ids=needed)
     batches = plan_batches(
         groups, scenes, registry, config.describe, run.scratch(STAGE), read_access(config)
     )
@@ -335,31 +342,65 @@ def run_describe(config: RunConfig, run: RunDir, client: Client) -> str:
     )
     results = [_result_of(b.key, Path(b.path)) for b in done] + results
     failures = [f for r in results for f in r.failures]
-    table = pa.concat_tables([pq.read_table(b.path, schema=SCHEMA) for b in batches])
+    described = sum(r.rows for r in results)
     run.clear_failures(STAGE)
-    if table.num_rows == 0:
+    if described == 0:
         run.record_failures(failures)
         raise StageError(
             f"describe could not read any of the {sum(len(b.chips) for b in batches)} chips; "
             f"the reasons are in {run.path('failures.parquet')}{_commonest(failures)}"
         )
-    chips = table.sort_by("chip_id").replace_schema_metadata(None).to_pandas()
-    roles, replaced = replace_lost_anchors(described_images(chips), groups)
-    chips["role"] = roles
+    promoted, replaced = _lost_anchors(batches, groups)
     run.record_failures([*failures, *_replacement_rows(replaced, failures)])
-    run.write_table(
+    _write_chips(run, batches, promoted)
+    fallback = f"; {len(replaced)} groups re-anchored (anchor_replaced)" if replaced else ""
+    return (
+        f"{described} chips described, {len(failures)} failed, in {len(batches)} batches" + fallback
+    )
+
+
+# The columns :func:`replace_lost_anchors` ranks a group's images by.
+_ANCHOR_COLUMNS = [f.name for f in fields(DescribedImages)]
+
+
+def _lost_anchors(
+    batches: Sequence[Batch], groups: Sequence[ImageGroup]
+) -> tuple[set[str], list[AnchorReplacement]]:
+    """The chip ids that now anchor a group whose anchor was lost, and the replacements.
+
+    Reads only the few columns the choice needs from every batch (not the descriptors)."""
+    light = pa.concat_tables(
+        [pq.read_table(b.path, columns=list(_ANCHOR_COLUMNS)) for b in batches]
+    ).replace_schema_metadata(None)
+    frame = light.sort_by("chip_id").to_pandas()
+    roles, replaced = replace_lost_anchors(described_images(frame), groups)
+    promoted = frame["chip_id"][(roles == "anchor") & (frame["role"].to_numpy() != "anchor")]
+    return set(promoted.astype(str)), replaced
+
+
+def _write_chips(run: RunDir, batches: Sequence[Batch], promoted: set[str]) -> None:
+    """``chips.parquet`` streamed one batch (row group) at a time, in batch order, with the
+    promoted chips' role set to ``anchor``."""
+    with run.partitioned_table(
         OUTPUT,
-        chips,
         stage=STAGE,
+        partitions=len(batches),
         descriptor_names=list(descriptor_names()),
         descriptor_parts={k: list(v) for k, v in descriptor_parts().items()},
         descriptor_version=DESCRIPTOR_VERSION,
-    )
-    fallback = f"; {len(replaced)} groups re-anchored (anchor_replaced)" if replaced else ""
-    return (
-        f"{table.num_rows} chips described, {len(failures)} failed, in {len(batches)} batches"
-        + fallback
-    )
+    ) as out:
+        for b in batches:
+            table = pq.read_table(b.path, schema=SCHEMA).replace_schema_metadata(None)
+            if promoted:
+                ids = table.column("chip_id").to_pylist()
+                roles = [
+                    "anchor" if c in promoted else r
+                    for c, r in zip(ids, table.column("role").to_pylist(), strict=True)
+                ]
+                table = table.set_column(
+                    SCHEMA.get_field_index("role"), "role", pa.array(roles, pa.string())
+                )
+            out.write(table)
 
 
 def _replacement_rows(

@@ -17,11 +17,10 @@ from typing import Any
 import pandas as pd
 from distributed import Client
 
-from terracorpus.catalogs.frames import scenes_from_frame
 from terracorpus.catalogs.redact import strip_credentials
 from terracorpus.catalogs.scene import SceneRecord
 from terracorpus.catalogs.sensors import SensorRegistry, load_registry
-from terracorpus.curation.groups import ImageGroup, groups_from_frame
+from terracorpus.curation.groups import ImageGroup
 from terracorpus.pipelines.access import read_access
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.corpus.format import (
@@ -45,6 +44,7 @@ from terracorpus.pipelines.corpus.plan import (
 from terracorpus.pipelines.corpus.scenes import Labeller, SceneChipReader
 from terracorpus.pipelines.corpus.writer import Provenance, WriteSummary, write_corpus
 from terracorpus.pipelines.errors import StageError
+from terracorpus.pipelines.inputs import read_groups, read_scenes
 from terracorpus.pipelines.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,11 @@ def run_materialize(
     target = append_to or out or str(run.root)
     location = CorpusLocation.of(target, storage_options)
     scratch = run.scratch(STAGE + ("-append" if append_to else ""))
-    scenes = {s.id: s for s in scenes_from_frame(run.read_table(INPUTS[0], needed_by=STAGE))}
-    groups = groups_from_frame(run.read_table(INPUTS[1], needed_by=STAGE))
-    selection = run.read_table(INPUTS[2], needed_by=STAGE)
+    selection = _selection(run)
+    chosen = set(selection.loc[selection["kept"].astype(bool), "group_id"].astype(str))
+    groups = read_groups(run, needed_by=STAGE, keep=lambda ids: ids.isin(chosen))
+    needed = {m.scene_id for g in groups for m in g.members}
+    scenes = {s.id: s for s in read_scenes(run, needed_by=STAGE, ids=needed)}
     base = _append_base(location, resuming=(scratch / "state.json").exists()) if append_to else None
     kept = kept_groups(groups, selection, skip=base.group_ids if base else set())
     if not kept:
@@ -128,6 +130,21 @@ def run_materialize(
 
 
 # -- which groups and images ---------------------------------------------------------------
+_SELECTION_COLUMNS = ("chip_id", "group_id", "kept", "cluster_id", "role")
+
+
+def _selection(run: RunDir) -> pd.DataFrame:
+    """The columns of selection.parquet that choose groups, a partition at a time; only
+    groups with a kept chip are read from groups.parquet, and only their scenes."""
+    names = set(run.table_columns(INPUTS[2], needed_by=STAGE))
+    missing = {"chip_id", "group_id", "kept", "cluster_id"} - names
+    if missing:
+        raise StageError(f"selection.parquet lacks the columns {sorted(missing)}; rerun dedup")
+    columns = [c for c in _SELECTION_COLUMNS if c in names]
+    frames = list(run.iter_table(INPUTS[2], needed_by=STAGE, columns=columns))
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
 class KeptGroup:
     """A kept group with the members that stay in it and its anchor chip's cluster."""
 
