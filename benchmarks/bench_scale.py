@@ -228,6 +228,7 @@ def _config(
     dask: dict[str, Any],
     bbox_dir: Path,
     chip_m: float,
+    batch_size: int = 64,
 ) -> RunConfig:
     return parse_config(
         {
@@ -247,6 +248,7 @@ def _config(
                 "page_size": 1000,
             },
             "group": {"chip_size_m": chip_m},
+            "describe": {"batch_size": batch_size},
             "dask": dask,
         },
         source="bench_scale",
@@ -316,6 +318,7 @@ def run_once(
     kind: str,
     workers: int,
     chip_m: float,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """search, plan, then the rest of curate; per stage wall, CPU and worker peaks."""
     if run_dir.exists():
@@ -323,7 +326,7 @@ def run_once(
     with _cluster(kind, workers) as (dask, roots):
         tree = _Tree([os.getpid(), *roots])
         stages = _Stages(tree)
-        cfg = _config(api, server, bbox, run_dir, dask, catalog, chip_m)
+        cfg = _config(api, server, bbox, run_dir, dask, catalog, chip_m, batch_size)
         with _sampling(tree):
             curate(cfg, until="search", echo=stages.echo)
             t0 = time.perf_counter()
@@ -391,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--chip-m", type=float, default=CHIP_M, help="chip size, metres")
+    ap.add_argument("--batch-size", type=int, default=64, help="describe.batch_size")
     ap.add_argument("--latency", type=float, default=0.01, help="seconds per range request")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-scale"))
     args = ap.parse_args(argv)
@@ -420,6 +424,7 @@ def main(argv: list[str] | None = None) -> None:
                         kind,
                         args.workers,
                         args.chip_m,
+                        args.batch_size,
                     )
                     r["items"] = n
                     results.append(r)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -19,6 +20,7 @@ from terracorpus.pipelines.cli import main
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.errors import StageError
 from terracorpus.pipelines.rundir import RunDir, read_parquet
+from terracorpus.pipelines.stages import dedup as dedup_stage
 from terracorpus.pipelines.stages.dedup import features, read_chips, run_dedup
 
 DIM = 16
@@ -318,3 +320,38 @@ def test_read_chips_gives_typed_arrays_sorted_by_chip_id(tmp_path: Path) -> None
     assert list(table.chip_id) == sorted(chips["chip_id"])
     assert table.descriptor.shape == (len(chips), DIM) and table.descriptor.dtype == np.float64
     assert table.anchor.sum() == 10 and np.isnan(table.information).sum() == 1
+
+
+def test_partitioned_chips_and_selection_read_as_the_single_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chips, _, _ = make_chips(120, dim=DIM)
+    chips = chips.sample(frac=1.0, random_state=2).reset_index(drop=True)
+    _, one = setup_run(tmp_path / "one", chips)
+    cfg = RunConfig(run_dir=str(tmp_path / "parts" / "run"))
+    parts = RunDir(cfg.run_dir, cfg)
+    blank = chips.iloc[:7].assign(descriptor=None)  # a partition without any descriptor
+    pieces = [chips.iloc[7:47], blank, chips.iloc[47:87], chips.iloc[87:]]
+    with parts.partitioned_table(
+        "chips.parquet",
+        stage="describe",
+        partitions=len(pieces),
+        descriptor_names=descriptor_names(DIM),
+    ) as out:
+        for piece in pieces:
+            out.write(pa.Table.from_pandas(piece, preserve_index=False))
+    a, b = read_chips(one), read_chips(parts)
+    assert list(a.chip_id) == list(b.chip_id) == sorted(chips["chip_id"])
+    blank_rows = np.isin(b.chip_id, blank["chip_id"])
+    assert np.isnan(b.descriptor[blank_rows]).all()
+    np.testing.assert_array_equal(a.descriptor[~blank_rows], b.descriptor[~blank_rows])
+    # selection.parquet in partitions: read whole, the same rows as in one
+    monkeypatch.setattr(dedup_stage, "SELECTION_ROWS", 50)
+    run_dedup(cfg, parts)
+    path = parts.path("selection.parquet")
+    assert (
+        pq.ParquetFile(path).num_row_groups
+        == -(-len(chips) // 50)
+        == parts.table_meta("selection.parquet")["partitions"]
+    )
+    assert len(pd.read_parquet(path)) == len(chips)
