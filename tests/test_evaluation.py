@@ -31,8 +31,10 @@ from terracorpus.pipelines.evaluation.build import EvalSetParams, build_evalset
 from terracorpus.pipelines.evaluation.truth import EvalSetError, RasterTruth, WorldTruth
 from terracorpus.pipelines.rundir import RunDir
 from terracorpus.pipelines.stages.materialize import chip_id, run_materialize
+from terracorpus.training.data import GroupSample, ImageSample
 from terracorpus.training.errors import CheckpointError, EvaluationError
 from terracorpus.training.evaluation import evaluate_encoder, interval95
+from terracorpus.training.evaluation_features import _sensor_slots
 from terracorpus.training.evaluation_heads import (
     Sample,
     change_scores,
@@ -307,3 +309,39 @@ def test_the_report_shows_each_tasks_scores_and_picture(tmp_path):
     body = sections["Downstream tasks: classification, segmentation, change detection"]
     assert "0.412" in body and "[0.400, 0.424]" in body and "data:image/png" in body
     assert "change: skipped (no change pairs)" in body
+
+
+def _image(
+    sensor: str, grid: tuple[int, int], gsd: float, origin: tuple[float, float]
+) -> ImageSample:
+    h, w = grid
+    return ImageSample(
+        sensor=sensor, pixels=torch.zeros(1, h, w), valid=torch.ones(h, w, dtype=torch.bool),
+        wavelengths=torch.ones(1), bandwidths=torch.zeros(1), gsd=gsd, origin_m=origin,
+        transform=(gsd, 0.0, origin[0], 0.0, -gsd, -origin[1]), lonlat=(0.0, 0.0),
+        doy_year=(1.0, 2023.0), is_anchor=origin == (0.0, 0.0) and sensor == "first",
+        visible=torch.ones(h * w, dtype=torch.bool), grid=grid,
+    )  # fmt: skip
+
+
+def test_sensor_slots_pool_each_sensors_tokens_onto_the_first_images_patches():
+    # first image: 2 x 2 patches of 10 m; two s2 dates of one 20 m patch over all of it; one l8
+    # patch of 10 m over the top-right patch only. Tokens (L, D=2) in image order.
+    images = [_image("first", (2, 2), 10.0, (0.0, 0.0)), _image("s2", (1, 1), 20.0, (0.0, 0.0)),
+              _image("s2", (1, 1), 20.0, (0.0, 0.0)), _image("l8", (1, 1), 10.0, (10.0, 0.0))]  # fmt: skip
+    tokens = np.array([[9, 9]] * 4 + [[1, 2], [3, 6], [5, 7]], dtype=np.float32)
+    slots = _sensor_slots(GroupSample(0, "g", images), tokens, ("l8", "naip", "s2"), 1)
+    assert slots.shape == (3 * 2 * 2, 2, 2)  # sensors x (mean, std) x D, on the 2 x 2 grid
+    l8_mean, l8_std, naip, s2_mean, s2_std = (
+        slots[0:2],
+        slots[2:4],
+        slots[4:8],
+        slots[8:10],
+        slots[10:12],
+    )
+    assert np.allclose(s2_mean, np.array([2, 4])[:, None, None])  # both dates, every patch
+    assert np.allclose(s2_std, np.array([1, 2])[:, None, None])  # their spread over dates
+    assert np.allclose(l8_mean[:, 0, 1], [5, 7]) and np.allclose(l8_std, 0)
+    assert np.allclose(l8_mean[:, 0, 0], 0) and np.allclose(l8_mean[:, 1, :], 0)  # not covered
+    assert np.allclose(naip, 0)  # a sensor the group lacks: zeros
+    assert not np.isin(9, slots)  # the first image's own tokens are not pooled again

@@ -257,10 +257,11 @@ def check_bands(seen: Sequence[tuple[float, float]], es: EvalSet, name: str) -> 
 def _featurizers(
     model: A2MAE, es: EvalSet, baselines: bool, device: str | torch.device
 ) -> dict[str, Featurizer]:
-    out: dict[str, Featurizer] = {"pre-trained": EncoderFeatures(model, device=device)}
+    sensors = sorted(es.reader.sensors)
+    out: dict[str, Featurizer] = {"pre-trained": EncoderFeatures(model, sensors, device=device)}
     if baselines:
         torch.manual_seed(0)
-        out["random"] = EncoderFeatures(A2MAE(model.args), device=device)
+        out["random"] = EncoderFeatures(A2MAE(model.args), sensors, device=device)
         bands = {s: len(info.wavelengths) for s, info in es.reader.sensors.items()}
         out["no-learning"] = BandStatFeatures(bands, model.args.patch_px)
     return out

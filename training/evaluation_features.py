@@ -7,7 +7,11 @@ date, alone (``anchor``) or with the group's other images of the same year (``gr
 
 Featurizers map views to grids ``(F, h, w)`` on the first image's patch grid:
 
-* :class:`EncoderFeatures`: a frozen A²-MAE encoder's output tokens (pre-trained or random);
+* :class:`EncoderFeatures`: a frozen A²-MAE encoder's output tokens (pre-trained or random):
+  the first image's own tokens, then, per sensor of the set in its own slot, the mean and
+  standard deviation of the view's other images' tokens of that sensor over the first image's
+  patches (weighted by ground overlap; zeros where the sensor is absent; the ``anchor`` view
+  has no other images);
 * :class:`BandStatFeatures`: no learning: per patch and band the mean and standard deviation of
   the raw reflectance, each sensor in its own slot (its images averaged in the ``group`` view).
 """
@@ -22,8 +26,9 @@ import numpy as np
 import torch
 
 from terracorpus.training.corpus import CorpusReader, RawImage
-from terracorpus.training.data import collate_groups, sample_of_images
+from terracorpus.training.data import GroupSample, ImageSample, collate_groups, sample_of_images
 from terracorpus.training.evaluation_set import EvalSet
+from terracorpus.training.masking import overlap_fraction, token_boxes
 from terracorpus.training.model import A2MAE
 
 VIEWS = ("anchor", "group")
@@ -44,9 +49,14 @@ class Featurizer(Protocol):
 
 @dataclass
 class EncoderFeatures:
-    """A frozen encoder's output tokens of the first image, with every image visible."""
+    """A frozen encoder's output tokens, every image visible to it: the first image's tokens,
+    then one slot per sensor of ``sensors``: the mean and standard deviation of the other
+    images' tokens of that sensor over the first image's patches (the readout the no-learning
+    baseline has of the reflectance: each sensor in its own slot, its images' mean and
+    deviation). Without ``sensors``: the first image's tokens alone."""
 
     model: A2MAE
+    sensors: Sequence[str] = ()
     batch_size: int = 8
     device: str | torch.device = "cpu"
 
@@ -61,12 +71,53 @@ class EncoderFeatures:
             batch = collate_groups(samples).to(self.device)
             tokens = self.model.embed(batch) + self.model.metadata(batch, 0.0)  # (T, D)
             every = torch.ones_like(batch.token_visible)
-            encoded, _, _ = self.model.encode(batch, tokens, every)  # (B, L, D); anchor first
+            encoded, _, _ = self.model.encode(batch, tokens, every)  # (B, L, D); image order
             for b, s in enumerate(samples):
                 h, w = s.images[0].grid
-                grid = encoded[b, : h * w].float().reshape(h, w, -1).permute(2, 0, 1)
-                out.append(Grid(grid.cpu().numpy(), _covered(s.images[0].transform, h, w, p)))
+                grid = encoded[b, : h * w].float().reshape(h, w, -1).permute(2, 0, 1).cpu().numpy()
+                if self.sensors:
+                    slots = _sensor_slots(s, encoded[b].float().cpu().numpy(), self.sensors, p)
+                    grid = np.concatenate([grid, slots])
+                out.append(Grid(grid, _covered(s.images[0].transform, h, w, p)))
         return out
+
+
+def _sensor_slots(
+    sample: GroupSample, tokens: np.ndarray, sensors: Sequence[str], p: int
+) -> np.ndarray:
+    """Per sensor, the mean and the standard deviation of the tokens (L, D) of the sample's
+    images after the first, over the first image's patches, each token weighted by its ground
+    overlap with the patch -> (2 * len(sensors) * D, h, w); zeros where no image of the sensor
+    covers a patch. The deviation is across the sensor's dates (and its tokens within a patch):
+    what the no-learning baseline's per-sensor standard deviation is of the reflectance."""
+    first = sample.images[0]
+    h, w = first.grid
+    d = tokens.shape[1]
+    targets = _token_boxes(first, p)  # (h*w, 4)
+    total = np.zeros((len(sensors), h * w, d))
+    total_sq = np.zeros((len(sensors), h * w, d))
+    weight = np.zeros((len(sensors), h * w))
+    at = h * w
+    for im in sample.images[1:]:
+        n = im.grid[0] * im.grid[1]
+        if im.sensor in sensors:
+            k = list(sensors).index(im.sensor)
+            overlap = overlap_fraction(_token_boxes(im, p), targets).T  # (h*w, n)
+            tok = tokens[at : at + n].astype(np.float64)  # (n, D)
+            total[k] += overlap @ tok
+            total_sq[k] += overlap @ tok**2
+            weight[k] += overlap.sum(1)
+        at += n
+    wsum = np.maximum(weight, 1e-9)[..., None]
+    mean = total / wsum  # (S, h*w, D)
+    std = np.sqrt(np.maximum(total_sq / wsum - mean**2, 0.0))
+    slots = np.stack([mean, std], 1).reshape(2 * len(sensors), h * w, d)  # sensor: mean, std
+    return slots.transpose(0, 2, 1).reshape(-1, h, w).astype(np.float32)
+
+
+def _token_boxes(im: ImageSample, p: int) -> np.ndarray:
+    t = im.transform
+    return token_boxes(im.grid, im.origin_m, (abs(t[0]) * p, abs(t[4]) * p))
 
 
 def _covered(
