@@ -14,9 +14,10 @@ deviations of the raw reflectance), each read as ``anchor`` (the anchor image al
 ``group`` (all images of the group visible), each with a linear head trained on 1 %, 10 % and
 100 % of the training samples, over several head seeds (mean and 95 % t-interval).
 
-* classification: the anchor's tokens mean-pooled, linear head; accuracy and macro-F1
+* classification: the readout (``evaluation_features``: in the group view the anchor's tokens
+  and each sensor's tokens in its own slot) mean-pooled, linear head; accuracy and macro-F1
   (the score) on the test groups;
-* segmentation: the anchor's patch tokens, linear 1x1 head, logits bilinearly upsampled to the
+* segmentation: the readout per anchor patch, linear 1x1 head, logits bilinearly upsampled to the
   truth's pixels; mIoU (the score) and per-class IoU on the test groups;
 * change: two images of one sensor from two years of a group; a linear 1x1 head on the
   absolute difference of their tokens, upsampled; F1 of the changed pixels (the score), with
