@@ -217,6 +217,12 @@ def test_bands_the_encoder_never_saw_are_refused(built, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", "--encoder", str(enc), "--evalset", str(out)])
     assert result.exit_code == 2
     assert "never saw" in result.output and "it saw [0.665] µm" in result.output
+    # the experiment scores every arm on one set, whatever sensors its corpus held
+    result = CliRunner().invoke(main, ["evaluate", "--encoder", str(enc), "--evalset", str(out),
+                                       "--task", "classification", "--seeds", "1", "--view",
+                                       "anchor", "--no-baselines", "--allow-unseen-bands"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "pre-trained" in result.output
 
 
 def test_an_export_of_another_model_is_refused(tmp_path):

@@ -193,11 +193,13 @@ def export(checkpoint: str, out: str, overwrite: bool) -> None:
 @click.option("--pictures", type=click.Path(file_okay=False),
               help="Directory for a picture per task (default: beside --json).")  # fmt: skip
 @click.option("--no-pictures", is_flag=True, help="Draw no pictures.")
+@click.option("--allow-unseen-bands", is_flag=True,
+              help="Score even on bands the encoder never saw in pre-training.")  # fmt: skip
 @_user_errors
 def evaluate(
     encoder: str, evalset: str, tasks: tuple[str, ...], seeds: int, fractions: str,
     views: tuple[str, ...], no_baselines: bool, max_image_px: int, cpu_threads: int,
-    json_out: str | None, pictures: str | None, no_pictures: bool,
+    json_out: str | None, pictures: str | None, no_pictures: bool, allow_unseen_bands: bool,
 ) -> None:  # fmt: skip
     """Score a frozen encoder against random weights and a no-learning baseline on an
     evaluation set: classification, segmentation and change detection."""
@@ -223,6 +225,7 @@ def evaluate(
             encoder, evalset, tasks=tasks or TASKS, seeds=seeds, fractions=shares,
             views=views or ("anchor", "group"), baselines=not no_baselines,
             max_image_px=max_image_px, pictures_dir=pictures,
+            allow_unseen_bands=allow_unseen_bands,
         )  # fmt: skip
     finally:
         torch.set_num_threads(threads)

@@ -179,6 +179,7 @@ def evaluate_encoder(
     max_image_px: int = 64,
     device: str | torch.device = "cpu",
     pictures_dir: str | Path | None = None,
+    allow_unseen_bands: bool = False,
 ) -> EvaluationReport:
     """Score an encoder (an export directory or a model) and its baselines on an evaluation set.
 
@@ -193,6 +194,9 @@ def evaluate_encoder(
         max_image_px: images are area-averaged to at most this many pixels a side (as in
             training; the demo trains at 64).
         pictures_dir: where to draw a picture per task (prediction beside truth); None: none.
+        allow_unseen_bands: score even where the set has bands the encoder never saw in
+            pre-training (its embedding interpolates them); the experiment does, so that every
+            arm is scored on the same set even when its corpus lacks a sensor.
 
     Raises:
         EvaluationError: unknown task or view, bands the encoder never saw, too few samples.
@@ -200,7 +204,7 @@ def evaluate_encoder(
     _check_choices(tasks, views, seeds, fractions)
     model, name = _model(encoder)
     es = evalset if isinstance(evalset, EvalSet) else open_evalset(evalset)
-    if not isinstance(encoder, A2MAE):
+    if not isinstance(encoder, A2MAE) and not allow_unseen_bands:
         from terracorpus.training.export import trained_bands
 
         check_bands(trained_bands(encoder), es, name)

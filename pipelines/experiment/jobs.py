@@ -105,7 +105,8 @@ def _evaluate(job: Job, encoder: Path, log: Path) -> dict[str, Any]:
          "--seeds", str(sc.head_seeds), "--fractions", ",".join(f"{f:g}" for f in sc.fractions),
          *[a for v in sc.views for a in ("--view", v)],
          "--max-image-px", str(job.train.get("max_image_px", 64)), "--json", str(path),
-         "--no-pictures", *([] if job.baselines else ["--no-baselines"])],
+         "--no-pictures", "--allow-unseen-bands",  # one set for every arm, sensors or not
+         *([] if job.baselines else ["--no-baselines"])],
         log,
     )  # fmt: skip
     return dict(json.loads(path.read_text()))
