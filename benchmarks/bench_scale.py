@@ -338,7 +338,7 @@ def run_once(
             curate(cfg, echo=_peaks(stages))
             run_s = time.perf_counter() - t0
     groups = pd.read_parquet(run_dir / "groups.parquet", columns=["group_id", "n_members"])
-    selection = pd.read_parquet(run_dir / "selection.parquet", columns=["chip_id", "kept"])
+    selection = pd.read_parquet(run_dir / "selection.parquet", columns=["chip_id", "kept", "role"])
     return {
         "kind": kind,
         "workers": workers,
@@ -350,7 +350,8 @@ def run_once(
         "groups": len(groups),
         "images": int(groups["n_members"].sum()),
         "chips": len(selection),
-        "kept_groups": int(selection["kept"].sum()),
+        "kept_groups": int((selection["kept"] & (selection["role"] == "anchor")).sum()),
+        "kept_chips": int(selection["kept"].sum()),
         "group_ids": sorted(groups["group_id"]),
         "kept": sorted(selection.loc[selection["kept"], "chip_id"]) if "kept" in selection else [],
     }
