@@ -31,13 +31,14 @@ from terracorpus.training.export import export_encoder, load_encoder
 from terracorpus.training.model import (
     A2MAE,
     _normalised_mse,
+    _pixel_mse,
     _stats_mse,
     a2mae_tiny,
     model_args,
 )
 from terracorpus.training.probe import anchor_labels, few_label_scores, fit_probes, probe
 from terracorpus.training.testing import write_synthetic_corpus
-from terracorpus.training.trainer import get_lr, train
+from terracorpus.training.trainer import _model_args, get_lr, train
 
 DATA = DataConfig(patch_px=4, max_image_px=32, split=None)
 FAST = {
@@ -75,9 +76,12 @@ def _cfg(**kw: Any) -> TrainConfig:
     return parse_train_config({**FAST, **kw})
 
 
-def test_loss_is_finite_per_sensor_and_falls_on_a_fixed_batch(corpus: Path) -> None:
+@pytest.mark.parametrize("pixel_target", ["normalised", "standardised"])
+def test_loss_is_finite_per_sensor_and_falls_on_a_fixed_batch(
+    corpus: Path, pixel_target: str
+) -> None:
     torch.manual_seed(0)
-    model = a2mae_tiny(patch_px=4)
+    model = a2mae_tiny(patch_px=4, pixel_target=pixel_target)
     batch = _batch(corpus)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     losses = []
@@ -113,6 +117,36 @@ def test_statistics_term_sees_what_patch_normalisation_divides_out() -> None:
         _stats_mse(exact, target[..., :8], half[..., :8]),
     )
     assert a2mae_tiny(stats_loss_weight=0.0).stats_head is None  # the plain shape-only loss
+
+
+def test_standardised_pixel_target_scores_band_means_and_skips_invalid_pixels() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 5, 3, 16, generator=g)  # (n, L, C, P)
+    valid = torch.ones(2, 5, 16, dtype=torch.bool)
+    assert float(_pixel_mse(target, target, valid).abs().max()) == 0.0
+    # the same texture with every band 2 brighter: the normalised target cannot see it, this can
+    torch.testing.assert_close(_pixel_mse(target, target + 2.0, valid), torch.full((2, 5), 4.0))
+    off = target.clone()
+    off[:, :, 0] += 3.0  # one band of three wrong by 3: mean over bands of (9, 0, 0)
+    torch.testing.assert_close(_pixel_mse(off, target, valid), torch.full((2, 5), 3.0))
+    half = valid.clone()
+    half[..., 8:] = False  # invalid pixels count for nothing, whatever is predicted there
+    wild = torch.where(half[:, :, None, :], target, torch.full_like(target, 1e6))
+    assert float(_pixel_mse(wild, target, half).abs().max()) == 0.0
+
+
+def test_pixel_target_and_stats_weight_come_from_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("pixel_target: raw\n")
+    with pytest.raises(TrainConfigError, match=r"pixel_target: .*'normalised' or 'standardised'"):
+        load_train_config(path)
+    with pytest.raises(TrainConfigError, match="stats_loss_weight"):
+        parse_train_config({"stats_loss_weight": -1})
+    with pytest.raises(TrainConfigError, match="pixel_target: unknown pixel target 'raw'"):
+        a2mae_tiny(pixel_target="raw")
+    args = _model_args(_cfg(pixel_target="standardised", stats_loss_weight=0.0), None)
+    assert (args.pixel_target, args.stats_loss_weight) == ("standardised", 0.0)
+    assert _model_args(_cfg(), None) == model_args("tiny", patch_px=4)  # defaults unchanged
 
 
 def test_patch_embedding_is_conditioned_on_wavelengths_not_band_order(corpus: Path) -> None:

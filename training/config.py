@@ -62,6 +62,16 @@ class TrainConfig(DataSettings):
     time_encoding: bool = Field(
         default=True, description="add the day-of-year/year encoding to the tokens (off: ablation)"
     )
+    pixel_target: Literal["normalised", "standardised"] = Field(
+        default="normalised",
+        description="what the pixel head predicts for a masked patch: its shape (each band "
+        "standardised over the patch) or the standardised reflectance itself",
+    )
+    stats_loss_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="weight of the masked patches' per-band mean and log std term (0: none)",
+    )
     metadata_dropout: float = Field(
         default=0.1, ge=0, le=1, description="share of lon/lat and time dropped"
     )

@@ -51,6 +51,7 @@ class ModelArgs:
     input_std: float = 0.15  # absolute brightness and spectral shape stay visible to the model
     min_valid: float = 0.5  # masked patches with fewer valid pixels are left out of the loss
     stats_loss_weight: float = 1.0  # weight of the patch-statistics term (0: shape only)
+    pixel_target: str = "normalised"  # what the pixel head predicts: see PIXEL_TARGETS
     geo_encoding: bool = True  # lon/lat encoding added to the tokens (False: ablation)
     time_encoding: bool = True  # day-of-year/year encoding added to the tokens (False: ablation)
 
@@ -66,6 +67,11 @@ MODEL_SIZES: dict[str, ModelArgs] = {
     "large": ModelArgs(
         dim=1024, depth=24, heads=16, decoder_dim=512, decoder_depth=8, decoder_heads=16
     ),
+}
+
+PIXEL_TARGETS = {
+    "normalised": "each masked patch and band standardised over its own valid pixels (its shape)",
+    "standardised": "the reflectance itself, standardised with the fixed input constants",
 }
 
 ENCODER_PREFIXES = (
@@ -141,6 +147,11 @@ class A2MAE(nn.Module):
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
+        if args.pixel_target not in PIXEL_TARGETS:
+            raise TrainConfigError(
+                f"pixel_target: unknown pixel target {args.pixel_target!r}; "
+                f"choose one of {sorted(PIXEL_TARGETS)}"
+            )
         self.args = args
         d, dd, pp = args.dim, args.decoder_dim, args.patch_px**2
         self.patch_embed = WavelengthHyperNet(args.hyper_hidden, pp * d + d)
@@ -252,7 +263,11 @@ class A2MAE(nn.Module):
             patches, valid = self._patches(bucket)  # (n, Lb, C, P), (n, Lb, P)
             idx = self._token_index(batch, bucket, patches.shape[1])  # (n, Lb)
             hidden = decoded[idx]  # (n, Lb, Dd)
-            err = _normalised_mse(self._predict(bucket, hidden), patches, valid)  # (n, Lb)
+            pred = self._predict(bucket, hidden)  # (n, Lb, C, P)
+            if self.args.pixel_target == "standardised":
+                err = _pixel_mse(pred, patches, valid)  # (n, Lb)
+            else:
+                err = _normalised_mse(pred, patches, valid)
             if self.args.stats_loss_weight > 0:
                 stats = self._predict_stats(bucket, hidden)  # (n, Lb, C, 2)
                 err = err + self.args.stats_loss_weight * _stats_mse(stats, patches, valid)
@@ -349,6 +364,14 @@ def _normalised_mse(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
     var = ((target - mean) ** 2 * v).sum(-1, keepdim=True) / count
     norm = (target - mean) / (var + 1e-6).sqrt()  # (n, L, C, P)
     return (((pred - norm) ** 2 * v).sum(-1) / count.squeeze(-1)).mean(-1)
+
+
+def _pixel_mse(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """MSE over each patch's valid pixels of the target as it is (the input's fixed
+    standardisation, so band means and contrast count), averaged over bands -> (n, L)."""
+    v = valid[:, :, None, :].float()  # (n, L, 1, P)
+    count = v.sum(-1).clamp(min=1)  # (n, L, 1)
+    return (((pred - target) ** 2 * v).sum(-1) / count).mean(-1)
 
 
 def _stats_mse(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:

@@ -10,7 +10,8 @@ The model predicts each hidden patch per band standardised over the patch (the l
 per-patch normalised MSE); its statistics head predicts the patch's mean and log std, which
 turn the prediction back into reflectance. A model trained without that head
 (``stats_loss_weight = 0``) has no such prediction, and the truth's patch statistics are used
-instead (as the MAE paper's figures do); the PNG's title says which.
+instead (as the MAE paper's figures do); the PNG's title says which. A model trained with
+``pixel_target: standardised`` predicts the reflectance itself, which needs neither.
 """
 
 from __future__ import annotations
@@ -69,9 +70,12 @@ def _bucket_images(
     patches, valid = model._patches(bucket)  # (n, L, C, P), (n, L, P)
     idx = model._token_index(batch, bucket, patches.shape[1])  # (n, L)
     hidden = decoded[idx]  # (n, L, Dd)
-    pred = model._predict(bucket, hidden)  # (n, L, C, P), per-patch standardised
-    mean, std = _patch_stats(model, bucket, hidden, patches, valid)  # (n, L, C, 1) each
-    filled = pred * std + mean  # (n, L, C, P), model input units
+    pred = model._predict(bucket, hidden)  # (n, L, C, P)
+    if a.pixel_target == "standardised":
+        filled = pred  # already in model input units
+    else:  # per-patch standardised: undo it with the patch's statistics
+        mean, std = _patch_stats(model, bucket, hidden, patches, valid)  # (n, L, C, 1) each
+        filled = pred * std + mean  # (n, L, C, P), model input units
     seen = batch.token_visible[idx]  # (n, L)
     filled = torch.where(seen[..., None, None], patches, filled)
     n, _, h, w = bucket.pixels.shape
@@ -139,6 +143,8 @@ def write_reconstructions(
     for old in target.glob("group-*.png"):
         old.unlink()
     how = "predicted" if model.stats_head is not None else "the truth's"
+    if model.args.pixel_target == "standardised":
+        how = "not needed, reflectance predicted"
     step = int(ckpt["step"])
     paths = []
     for i, gid in enumerate(dict.fromkeys(r.group_id for r in images)):

@@ -334,6 +334,8 @@ def _model_args(cfg: TrainConfig, ckpt: dict[str, Any] | None) -> ModelArgs:
         overrides["geo_encoding"] = False
     if not cfg.time_encoding:
         overrides["time_encoding"] = False
+    overrides["pixel_target"] = cfg.pixel_target
+    overrides["stats_loss_weight"] = cfg.stats_loss_weight
     args = model_args(cfg.model, **overrides)
     # a checkpoint made before a model argument existed holds that argument's default
     if ckpt is not None and {**asdict(ModelArgs()), **ckpt["model_args"]} != asdict(args):
