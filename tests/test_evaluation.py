@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from terracorpus.pipelines.rundir import RunDir
 from terracorpus.pipelines.stages.materialize import chip_id, run_materialize
 from terracorpus.training.data import GroupSample, ImageSample
 from terracorpus.training.errors import CheckpointError, EvaluationError
-from terracorpus.training.evaluation import evaluate_encoder, interval95
+from terracorpus.training.evaluation import _too_few, evaluate_encoder, interval95
 from terracorpus.training.evaluation_features import _sensor_slots
 from terracorpus.training.evaluation_heads import (
     Sample,
@@ -294,6 +295,28 @@ def test_metrics_on_a_known_confusion():
     assert per == {0: 0.5, 1: pytest.approx(2 / 3)} and miou == pytest.approx(7 / 12)
     lo, hi = interval95([0.5, 0.6, 0.7])
     assert lo < 0.6 < hi and interval95([0.4]) == (0.4, 0.4)
+
+
+def test_change_with_too_few_changed_pairs_is_unscorable_with_the_counts():
+    maps = np.zeros((8, 4, 4), np.uint8)
+    maps[:, 0, 0] = 255  # unknown
+    maps[[0, 1, 4, 6], 1, 1] = 1  # changed: train 2 pairs, val 1, test 1
+    maps[0, 2, :] = 1
+
+    class Pairs:
+        change = maps
+
+        def __len__(self) -> int:
+            return len(maps)
+
+    es = SimpleNamespace(pairs=Pairs())
+    splits = {"train": np.arange(4), "val": np.array([4, 5]), "test": np.array([6, 7])}
+    why = _too_few("change", es, splits)  # type: ignore[arg-type]
+    assert why.startswith("unscorable")
+    assert "train 2 of 4 pairs, 6 of 60 known pixels" in why
+    assert "val 1 of 2 pairs, 1 of 30 known pixels" in why and "every split" in why
+    maps[5, 3, 3] = maps[7, 3, 3] = 1  # a second changed pair in val and in test
+    assert _too_few("change", es, splits) == ""  # type: ignore[arg-type]
 
 
 def test_the_report_shows_each_tasks_scores_and_picture(tmp_path):

@@ -69,6 +69,7 @@ FRACTIONS = (0.01, 0.1, 1.0)
 METRIC = {"classification": "macro_f1", "segmentation": "miou", "change": "f1"}
 ENCODERS = ("pre-trained", "random", "no-learning")
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
+MIN_CHANGED_PAIRS = 2  # per split: fewer, and the F1 of changed pixels is one event's noise
 
 
 @dataclass
@@ -350,7 +351,24 @@ def _too_few(task: str, es: EvalSet, splits: dict[str, np.ndarray]) -> str:
     empty = [k for k, v in splits.items() if len(v) == 0]
     if empty:
         return f"no {task} samples in the {', '.join(empty)} split(s); build a larger set"
+    if task == "change":
+        changed = {k: _changed(es.pairs.change[v]) for k, v in splits.items()}
+        if any(pairs < MIN_CHANGED_PAIRS for pairs, _, _ in changed.values()):
+            counts = "; ".join(
+                f"{k} {pairs} of {len(splits[k])} pairs, {px} of {known} known pixels"
+                for k, (pairs, px, known) in changed.items()
+            )
+            return (f"unscorable: too few changed pixels (with change: {counts}); F1 of "
+                    f"changed pixels needs at least {MIN_CHANGED_PAIRS} pairs with change in "
+                    "every split: build the set on ground with change events")  # fmt: skip
     return ""
+
+
+def _changed(maps: np.ndarray) -> tuple[int, int, int]:
+    """(pairs with any changed pixel, changed pixels, known pixels) of change maps (P, S, S)."""
+    changed = maps == 1
+    return (int(changed.any(axis=(1, 2)).sum()), int(changed.sum()),
+            int((maps != UNKNOWN).sum()))  # fmt: skip
 
 
 def _fit(task: str, train: list[Sample], n_classes: int, wd: float, seed: int) -> LinearHead:
