@@ -3,7 +3,8 @@
 Builds a demo world (``--preset``), curates it through the local STAC API (no training), then
 runs ``terracorpus experiment corpora`` on the run: a share of the ground held out
 (``--holdout``), corpora from the rest by AP, random, k-means balanced sampling,
-farthest-point and the whole pool (size: the run's AP count scaled to the pool), each
+farthest-point and the whole pool (size: the run's AP count scaled to the pool), and with
+``--arms ...,ap-exemplars`` AP with about one cluster per place, each
 pre-trained ``--seeds`` times for ``--steps`` steps and scored by ``terracorpus evaluate`` on
 classification, segmentation and change detection on the held-out ground; optionally the
 model ablations (``--models``). Prints the tables, the wall time, and the verdict the issue asks
@@ -40,7 +41,7 @@ from terracorpus.pipelines.experiment.run import (
     run_corpora_experiment,
     run_models_experiment,
 )
-from terracorpus.pipelines.experiment.summary import markdown
+from terracorpus.pipelines.experiment.summary import compare, markdown
 
 TIME_TARGET_S = 3600.0  # the whole comparison on 2 CPU cores
 
@@ -59,21 +60,31 @@ def curated_run(out: Path, preset: str, seed: int) -> tuple[Path, Path]:
 
 
 def verdict(results: dict[str, Any]) -> list[str]:
-    """The issue's acceptance questions, answered from the results."""
+    """The issue's acceptance questions, answered from the results, for each AP arm."""
+    lines = []
+    for ap in ("ap", "ap-exemplars"):
+        if ap in results["quality"]:
+            lines += _verdict(results, ap)
+    return lines
+
+
+def _verdict(results: dict[str, Any], ap: str) -> list[str]:
     lines = []
     columns = [tuple(c) for c in results.get("columns", [])]
-    vs = results.get("versus", {})
+    scores = results["scores"]
+    vs = {o: {k: compare(scores[ap][k], scores[o][k]) for k, _ in columns}
+          for o in scores if o != ap and ap in scores}  # fmt: skip
     if "random" in vs:
         wins = [t for k, t in columns if vs["random"][k] == "better"]
         losses = [t for k, t in columns if vs["random"][k] == "worse"]
         ok = bool(wins) and not losses
-        lines.append(f"AP vs random: better on {wins or 'none'}, worse on {losses or 'none'} "
+        lines.append(f"{ap} vs random: better on {wins or 'none'}, worse on {losses or 'none'} "
                      f"-> {'PASS' if ok else 'MISS'} (target: better on >= 1, worse on none)")  # fmt: skip
     q = results["quality"]
     for other in ("kmeans", "farthest", "all"):
-        if "ap" not in q or other not in q:
+        if other not in q:
             continue
-        a, b = q["ap"], q[other]
+        a, b = q[ap], q[other]
         quality_ok = (
             (a["classes_kept"] or 0) >= (b["classes_kept"] or 0)
             and (a["class_entropy"] or 0) >= (b["class_entropy"] or 0) - 1e-9
@@ -82,7 +93,7 @@ def verdict(results: dict[str, Any]) -> list[str]:
         behind = [t for k, t in columns if vs.get(other, {}).get(k) == "worse"]
         ahead = [t for k, t in columns if vs.get(other, {}).get(k) == "better"]
         lines.append(
-            f"AP vs {other}: quality classes {a['classes_kept']} vs {b['classes_kept']}, entropy "
+            f"{ap} vs {other}: quality classes {a['classes_kept']} vs {b['classes_kept']}, entropy "
             f"{_f(a['class_entropy'])} vs {_f(b['class_entropy'])}, residual dups "
             f"{_f(a['residual_duplicates'])} vs {_f(b['residual_duplicates'])}, coverage "
             f"{_f(a['coverage'])} vs {_f(b['coverage'])}; downstream ahead on {ahead or 'none'}, "
@@ -92,7 +103,7 @@ def verdict(results: dict[str, Any]) -> list[str]:
 
 
 def ap_structure(arm: Path) -> str:
-    """How the AP arm's corpus was picked: clusters, and exemplars against quota fill."""
+    """How an AP arm's corpus was picked: clusters, and exemplars against quota fill."""
     import pandas as pd
 
     table = pd.read_parquet(arm / "selection.parquet")
@@ -100,7 +111,7 @@ def ap_structure(arm: Path) -> str:
     kept = anchors[anchors["kept"]]
     reasons = kept["reason"].value_counts().to_dict()
     clusters = anchors.loc[anchors["cluster_id"] >= 0, "cluster_id"].nunique()
-    return (f"AP arm: {clusters} clusters over the pool's anchors; {len(kept)} kept: "
+    return (f"{arm.name} arm: {clusters} clusters over the pool's anchors; {len(kept)} kept: "
             f"{reasons.get('exemplar', 0)} exemplars, {reasons.get('quota', 0)} from the "
             f"information-weighted farthest-point fill")  # fmt: skip
 
@@ -156,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
           f"keep their first times); load average {psutil.getloadavg()[0]:.1f}")  # fmt: skip
     for line in verdict(results):
         print(line)
-    print(ap_structure(a.out / "experiments" / "corpora" / "arms" / "ap"))
+    for arm in ("ap", "ap-exemplars"):
+        if arm in results["quality"]:
+            print(ap_structure(a.out / "experiments" / "corpora" / "arms" / arm))
     if a.models:
         t2 = time.perf_counter()
         models = run_models_experiment(

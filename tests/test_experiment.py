@@ -245,6 +245,37 @@ def test_quality_only_compares_every_arm_without_corpora(curated_run: Path, tmp_
     assert "Curation quality (no training)" in res.output and "Downstream" not in res.output
 
 
+@pytest.mark.integration
+def test_ap_exemplars_arm_asks_ap_for_a_cluster_per_place(
+    curated_run: Path, tmp_path: Path
+) -> None:
+    from terracorpus.pipelines.experiment.corpora import ap_overrides
+    from terracorpus.pipelines.rundir import read_parquet
+
+    assert ap_overrides("ap", curated_run, 8) == {"target_groups": 8}
+    assert ap_overrides("ap-exemplars", curated_run, 8) == {"target_groups": 8, "n_clusters": 8}
+    assert ap_overrides("ap-exemplars", curated_run, 5000)["n_clusters"] == 1000  # top_size
+    out = tmp_path / "q"
+    res = CliRunner().invoke(main, ["experiment", "corpora", "--run", str(curated_run), "--size",
+                                    "8", "--quality-only", "--seeds", "1", "--out", str(out),
+                                    "--arms", "ap,ap-exemplars"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    q = json.loads((out / "results.json").read_text())["quality"]
+    assert list(q) == ["ap", "ap-exemplars"] and q["ap-exemplars"]["groups"] == 8
+
+    def picks(arm: str) -> tuple[int, int]:
+        t = read_parquet(out / "arms" / arm / "selection.parquet")
+        anchors = t[t["role"] == "anchor"]
+        kept = anchors[anchors["kept"]]
+        return anchors.loc[anchors["cluster_id"] >= 0, "cluster_id"].nunique(), int(
+            (kept["reason"] == "exemplar").sum()
+        )
+
+    (clusters, exemplars), (ap_clusters, ap_exemplars) = picks("ap-exemplars"), picks("ap")
+    assert clusters >= ap_clusters and exemplars >= ap_exemplars
+    assert exemplars >= 6  # about one cluster per place: nearly every pick an exemplar
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_models_experiment_switches_reach_the_trainer(curated_run: Path, tmp_path: Path) -> None:

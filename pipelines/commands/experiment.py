@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from terracorpus.pipelines.experiment import ARMS, VARIANTS
+from terracorpus.pipelines.experiment import ARMS, DEFAULT_ARMS, VARIANTS
 
 VARIANT_NAMES = tuple(VARIANTS)
 
@@ -100,7 +100,7 @@ def experiment() -> None:
 @experiment.command("corpora")
 @_common
 @click.option("--size", required=True, type=click.IntRange(1), help="Groups per curated corpus.")
-@click.option("--arms", default=",".join(ARMS), show_default=True, callback=_csv(ARMS),
+@click.option("--arms", default=",".join(DEFAULT_ARMS), show_default=True, callback=_csv(ARMS),
               help="Comma-separated arms.")  # fmt: skip
 @click.option("--quality-only", is_flag=True,
               help="Only the arms' curation quality (seconds): no corpora, no training.")  # fmt: skip

@@ -6,7 +6,8 @@ into ``<experiment>/pool`` and deduplicated with ``quota: all`` and ``duplicate_
 the ``all`` arm's corpus and the corpus every encoder is probed on.
 
 An **arm** is a set of the pool's groups: ``ap`` reruns the run's own dedup config with
-``target_groups`` = the size on a copy of the tables (so AP curates the very same candidates);
+``target_groups`` = the size on a copy of the tables (so AP curates the very same candidates),
+``ap-exemplars`` the same with ``n_clusters`` = the size;
 ``random``, ``kmeans`` and ``farthest`` pick from the pool's anchor descriptors as dedup sees
 them (:mod:`terracorpus.curation.baselines`); ``all`` is the pool. Each arm's corpus is written
 by ``run_materialize`` from a selection.parquet in its own run directory; a finished one
@@ -143,9 +144,25 @@ def baseline_groups(arm: str, view: PoolView, size: int, seed: int) -> list[str]
     return [view.group_ids[i] for i in pick()]
 
 
-def build_ap_arm(source: Path, target: Path, size: int, *, materialize: bool = True) -> list[str]:
-    """The run's own dedup at ``target_groups = size`` on a copy of its tables; its corpus."""
-    cfg = _run_copy(source, target, {"target_groups": size})
+def ap_overrides(arm: str, source: Path, size: int) -> dict[str, Any]:
+    """The dedup settings an AP arm changes in the run's config: ``ap`` only the target;
+    ``ap-exemplars`` also ``n_clusters`` = the size (capped at ``top_size``, which the top
+    level cannot exceed), so AP forms about one cluster per place and nearly every pick is
+    an exemplar instead of the per-cluster quota fill."""
+    if arm == "ap":
+        return {"target_groups": size}
+    if arm == "ap-exemplars":
+        dedup = parse_config(source_config(source), source=str(source)).dedup
+        return {"target_groups": size, "n_clusters": min(size, dedup.top_size)}
+    raise StageError(f"{arm!r} is not an AP arm")
+
+
+def build_ap_arm(
+    source: Path, target: Path, size: int, *, materialize: bool = True, arm: str = "ap"
+) -> list[str]:
+    """The run's own dedup (with ``arm``'s overrides, :func:`ap_overrides`) on a copy of its
+    tables; its corpus."""
+    cfg = _run_copy(source, target, ap_overrides(arm, source, size))
     run = RunDir(target, cfg, allow_mixed=True)
     if not run.path(SELECTION).exists():
         run_dedup(cfg, run)

@@ -15,7 +15,7 @@ import numpy as np
 from terracorpus.curation.metrics import selection_quality
 from terracorpus.pipelines.corpus.scenes import Labeller
 from terracorpus.pipelines.errors import StageError
-from terracorpus.pipelines.experiment import ARMS, STOCHASTIC, VARIANTS
+from terracorpus.pipelines.experiment import ARMS, DEFAULT_ARMS, STOCHASTIC, VARIANTS
 from terracorpus.pipelines.experiment.corpora import (
     PoolView,
     baseline_groups,
@@ -192,7 +192,7 @@ def run_corpora_experiment(
     out: Path,
     size: int,
     *,
-    arms: tuple[str, ...] = ARMS,
+    arms: tuple[str, ...] = DEFAULT_ARMS,
     seeds: int = 3,
     train: TrainSettings = TrainSettings(),
     score: ScoreSettings = ScoreSettings(),
@@ -261,8 +261,8 @@ def _arm_corpora(
             )
             if arm == "all":
                 target, groups = pool, view.group_ids
-            elif arm == "ap":
-                groups = build_ap_arm(run, target, size, materialize=materialize)
+            elif arm in ("ap", "ap-exemplars"):
+                groups = build_ap_arm(run, target, size, materialize=materialize, arm=arm)
             else:
                 groups = baseline_groups(arm, view, size, s)
                 if materialize:

@@ -89,7 +89,7 @@ def summarize(
     versus = {}
     if focus in scores:
         versus = {
-            other: {key: _compare(scores[focus][key], scores[other][key]) for key, _ in columns}
+            other: {key: compare(scores[focus][key], scores[other][key]) for key, _ in columns}
             for other in arms
             if other != focus
         }
@@ -110,7 +110,7 @@ def _skipped(jobs: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-def _compare(a: dict[str, float], b: dict[str, float]) -> str:
+def compare(a: dict[str, float], b: dict[str, float]) -> str:
     """``better`` / ``worse`` when the 95 % intervals do not overlap, else ``overlap``."""
     if not all(math.isfinite(v) for v in (a["low"], a["high"], b["low"], b["high"])):
         return "undetermined"
