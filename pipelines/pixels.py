@@ -9,6 +9,16 @@ across a UTM zone boundary) is read at overview resolution around its footprint 
 onto the chip grid in memory. Bands coarser than the grid are resampled onto it; QA always
 with nearest neighbour.
 
+Chips of one scene on one lattice (same CRS and pixel size, origins whole pixels apart: the
+chips of a describe batch) are read together: each asset is read once onto the union grid of
+a cluster of nearby chips and every chip is cut from that array (:func:`_unions`). A cut is
+the per-chip read exactly where that read's cells do not depend on the read's extent
+(nearest neighbour, whole pixels of the overview read); a same-CRS read of fractional
+windows (GDAL treats a window's edge cells differently) stays per chip. Warped reads (another
+CRS) are cut from one warp of the union grid: within one stored unit of the per-chip warps
+(``tests/test_union_reads.py``). Chips far apart are read one by one, so a union never costs
+more than :data:`UNION_DENSITY` times its chips' cells.
+
 Problems of one chip come back as :class:`ChipFailure` in the chip's place, not as
 exceptions; a scene that cannot be opened fails all its chips with the reason.
 Hrefs may be local paths, ``http(s)://`` URLs (GDAL ``/vsicurl/`` range requests) or
@@ -59,6 +69,11 @@ _EPS = 1e-6
 SCENE_REASONS = frozenset({"scene_unreadable", "href_refused", "access_denied", "crs_mismatch"})
 """Failure reasons that concern the whole scene, not one chip."""
 READ_THREADS = 8
+UNION_TILE = 512
+"""Chips are read together within tiles of this many output cells a side (bounds memory)."""
+UNION_DENSITY = 4.0
+"""A union read covers at most this many times the cells of its chips, else chips are read
+one by one (chips spread far apart in a batch)."""
 _SHORT_READ = re.compile(r"got \d+ bytes, expected \d+")
 _ENV_ONLY_OPTIONS = frozenset(
     {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PC_SDK_SUBSCRIPTION_KEY"}
@@ -129,6 +144,7 @@ class _Grid:
     width: int
     crs: CRS
     gsd: float
+    crs_text: str = ""
 
     @property
     def bounds(self) -> Bounds:
@@ -193,6 +209,7 @@ def read_scene_chips(
     resampling: str = "average",
     use_overviews: bool = True,
     access: ReadAccess | None = None,
+    union_reads: bool = True,
 ) -> list[ChipPixels | ChipFailure]:
     """Read chips of one scene; one result per request, in request order.
 
@@ -205,6 +222,8 @@ def read_scene_chips(
         use_overviews: read from COG overviews when the grid is coarser than the data.
         access: the run's href policy and per-API auth (:func:`terracorpus.pipelines.access.
             read_access`); None reads any href as published (trusted records only).
+        union_reads: read nearby chips of one lattice together (:func:`_unions`); False
+            reads every chip on its own (the reference the union reads are tested against).
     """
     names = list(bands) if bands is not None else list(sensor.band_names)
     gate = SceneAccess(scene, access)
@@ -213,12 +232,16 @@ def read_scene_chips(
     if refused is not None:
         return [ChipFailure(r.chip_id, "href_refused", refused) for r in requests]
     try:
-        out = _read_chips(scene, sensor, names, requests, resampling, use_overviews, gate)
+        out = _read_chips(
+            scene, sensor, names, requests, resampling, use_overviews, gate, union_reads
+        )
         if gate.signs and any(_unreadable(r) for r in out):
             # A token expired during the run or was revoked (mid-read, GDAL reports a 403 only
             # as "got 0 bytes"): ask for new tokens and read the scene again, once.
             gate.resign(hrefs)
-            out = _read_chips(scene, sensor, names, requests, resampling, use_overviews, gate)
+            out = _read_chips(
+                scene, sensor, names, requests, resampling, use_overviews, gate, union_reads
+            )
         denied = gate.probe_denied(hrefs) if any(_unreadable(r) for r in out) else None
     except AccessError as e:
         detail = f"scene {scene.id}: {e}"
@@ -288,6 +311,7 @@ def _read_chips(
     resampling: str,
     use_overviews: bool,
     gate: SceneAccess,
+    union_reads: bool,
 ) -> list[ChipPixels | ChipFailure]:
     options = _gdal_options(gate.gdal_options())
     with rasterio.Env(**options), ExitStack() as stack:
@@ -303,13 +327,14 @@ def _read_chips(
             if problem is not None:
                 return [ChipFailure(r.chip_id, "qa_shape", problem) for r in requests]
         grids = [_grid_of(r) for r in requests]
+        unions = _unions(grids) if union_reads else [_Union([i], None) for i in range(len(grids))]
         method = Resampling[resampling]
         jobs = [_Reads(s.ds, s.indexes, method, [_fill(v) for v in s.nodata]) for s in sources]
         if qa_ds is not None:
             jobs.append(_Reads(qa_ds, [1], Resampling.nearest, [QA_FILL[sensor.qa.kind]]))
         # One thread per asset: reads release the GIL, so network waits and decompression of
         # the assets overlap; each dataset stays in one thread.
-        reads = list(_pool().map(lambda job: job.run(grids, options), jobs))
+        reads = list(_pool().map(lambda job: job.run(grids, unions, options), jobs))
         return [
             _assemble(req, grid, [r[i] for r in reads], sources, qa_ds is not None, len(names))
             for i, (req, grid) in enumerate(zip(requests, grids, strict=True))
@@ -335,7 +360,7 @@ def _fill(nodata: float | None) -> float:
 
 def _grid_of(req: ChipRequest) -> _Grid:
     transform, height, width = chip_grid(req)
-    return _Grid(transform, height, width, CRS.from_user_input(req.crs), req.gsd)
+    return _Grid(transform, height, width, CRS.from_user_input(req.crs), req.gsd, req.crs)
 
 
 _Read = tuple[NDArray[np.generic], int | None] | Exception
@@ -350,15 +375,128 @@ class _Reads:
     method: Resampling
     fill: list[float]
 
-    def run(self, grids: Sequence[_Grid], options: dict[str, str | int]) -> list[_Read]:
-        out: list[_Read] = []
+    def run(
+        self, grids: Sequence[_Grid], unions: Sequence[_Union], options: dict[str, str | int]
+    ) -> list[_Read]:
+        out: list[_Read | None] = [None] * len(grids)
         with rasterio.Env(**options):  # GDAL options are per thread
-            for grid in grids:
-                try:
-                    out.append(_read_onto(self.ds, self.indexes, grid, self.method, self.fill))
-                except (_ChipError, RasterioError, OSError) as e:
-                    out.append(e)
-        return out
+            for union in unions:
+                if union.grid is None or not _cuts_exact(self.ds, union.grid, self.method):
+                    for i in union.members:
+                        out[i] = self._one(grids[i])
+                else:
+                    self._cut(union.grid, [(i, grids[i]) for i in union.members], out)
+        return [r for r in out if r is not None]
+
+    def _one(self, grid: _Grid) -> _Read:
+        try:
+            return _read_onto(self.ds, self.indexes, grid, self.method, self.fill)
+        except (_ChipError, RasterioError, OSError) as e:
+            return e
+
+    def _cut(self, union: _Grid, chips: list[tuple[int, _Grid]], out: list[_Read | None]) -> None:
+        """Read ``union`` once and cut each chip from it; a chip the per-chip read would
+        find outside the raster fails as ``outside`` here too."""
+        got = self._one(union)
+        ux, uy = union.transform.c, union.transform.f
+        for i, grid in chips:
+            why = _outside(self.ds, grid, self.method)
+            if why is not None:
+                out[i] = _ChipError("outside", why)
+            elif isinstance(got, Exception):
+                out[i] = got
+            else:
+                arr, level = got
+                c = round((grid.transform.c - ux) / grid.gsd)
+                r = round((uy - grid.transform.f) / grid.gsd)
+                out[i] = (arr[:, r : r + grid.height, c : c + grid.width].copy(), level)
+
+
+def _cuts_exact(ds: DatasetReader, grid: _Grid, method: Resampling) -> bool:
+    """Whether cutting chips of ``grid``'s lattice from one read of it gives each chip's
+    own read exactly, for a raster in the grid's CRS: nearest neighbour at or below the
+    raster's pixel size, or whole pixels of the overview GDAL reads (GDAL resamples a
+    fractional window differently at its edges, so a chip's edge cells would change).
+    Warped reads (another CRS) are always cut: they agree within one stored unit (tested).
+    """
+    if ds.crs != grid.crs:
+        return True
+    t, g = ds.transform, grid.gsd
+    if method == Resampling.nearest and g <= abs(t.a) * (1 + _EPS):
+        return True
+    level = choose_overview(abs(t.a), ds.overviews(1), g)
+    f = 1 if level is None else ds.overviews(1)[level]
+    if ds.width % f or ds.height % f:
+        return False  # GDAL scales windows by width / overview width: not whole pixels
+    res = abs(t.a) * f
+    whole = [(grid.transform.c - t.c) / res, (t.f - grid.transform.f) / res, g / res]
+    return all(abs(v - round(v)) < _EPS for v in whole)
+
+
+@dataclass(frozen=True)
+class _Union:
+    """Chips (indexes into the batch) read together onto ``grid``; None: one by one."""
+
+    members: list[int]
+    grid: _Grid | None
+
+
+def _unions(grids: Sequence[_Grid]) -> list[_Union]:
+    """Clusters of chips to read together: chips of one CRS and pixel size whose origins
+    are whole pixels apart, in tiles of :data:`UNION_TILE` cells, each read onto the union
+    grid of its chips unless that grid is more than :data:`UNION_DENSITY` times their cells.
+    """
+    origins: dict[tuple[str, float], tuple[float, float]] = {}
+    tiles: dict[tuple[str, float, int, int], list[tuple[int, int, int]]] = {}
+    alone = []
+    for i, g in enumerate(grids):
+        key = (g.crs_text or g.crs.to_wkt(), g.gsd)
+        ox, oy = origins.setdefault(key, (g.transform.c, g.transform.f))
+        fc, fr = (g.transform.c - ox) / g.gsd, (oy - g.transform.f) / g.gsd
+        c, r = round(fc), round(fr)
+        if abs(fc - c) > _EPS or abs(fr - r) > _EPS:
+            alone.append(i)
+            continue
+        tiles.setdefault((*key, c // UNION_TILE, r // UNION_TILE), []).append((i, c, r))
+    out = [_Union([i], None) for i in alone]
+    for (_, gsd, _, _), chips in tiles.items():
+        first = grids[chips[0][0]]
+        ox, oy = origins[(first.crs_text or first.crs.to_wkt(), gsd)]
+        c0 = min(c for _, c, _ in chips)
+        r0 = min(r for _, _, r in chips)
+        c1 = max(c + grids[i].width for i, c, _ in chips)
+        r1 = max(r + grids[i].height for i, _, r in chips)
+        cells = sum(grids[i].width * grids[i].height for i, _, _ in chips)
+        members = [i for i, _, _ in chips]
+        if len(chips) < 2 or (c1 - c0) * (r1 - r0) > UNION_DENSITY * cells:
+            out += [_Union([i], None) for i in members]
+            continue
+        transform = Affine(gsd, 0.0, ox + c0 * gsd, 0.0, -gsd, oy - r0 * gsd)
+        grid = _Grid(transform, r1 - r0, c1 - c0, first.crs, gsd, first.crs_text)
+        out.append(_Union(members, grid))
+    return out
+
+
+def _outside(ds: DatasetReader, grid: _Grid, method: Resampling) -> str | None:
+    """Why the per-chip read of ``grid`` would fail as ``outside`` (:func:`_read_onto`)."""
+    if ds.crs == grid.crs:
+        c0, c1, r0, r1 = _inside_cells(ds, grid)
+        if c1 <= c0 or r1 <= r0:
+            return f"chip bounds {grid.bounds} do not overlap {ds.name}"
+        return None
+    level = choose_overview(abs(ds.res[0]), ds.overviews(1), grid.gsd)
+    if method == Resampling.nearest and level is None:
+        if not _centres_inside(ds, grid).any():
+            return f"chip bounds {grid.bounds} ({grid.crs}) miss {ds.name}"
+        return None
+    pad = 2 * grid.gsd
+    minx, miny, maxx, maxy = _transformer(grid.crs, ds.crs).transform_bounds(
+        *grid.bounds, densify_pts=21
+    )
+    left, bottom, right, top = ds.bounds
+    if minx - pad >= right or maxx + pad <= left or miny - pad >= top or maxy + pad <= bottom:
+        return f"chip bounds {grid.bounds} ({grid.crs}) miss {ds.name}"
+    return None
 
 
 def _assemble(
@@ -558,11 +696,7 @@ def _read_same_crs(
     """Read the output cells that lie inside the raster with one (sub-pixel) windowed read."""
     minx, _, _, maxy = grid.bounds
     g = grid.gsd
-    left, bottom, right, top = ds.bounds
-    c0 = max(0, math.ceil((left - minx) / g - _EPS))
-    c1 = min(grid.width, math.floor((right - minx) / g + _EPS))
-    r0 = max(0, math.ceil((maxy - top) / g - _EPS))
-    r1 = min(grid.height, math.floor((maxy - bottom) / g + _EPS))
+    c0, c1, r0, r1 = _inside_cells(ds, grid)
     if c1 <= c0 or r1 <= r0:
         raise _ChipError("outside", f"chip bounds {grid.bounds} do not overlap {ds.name}")
     t = ds.transform  # north-up: a window is plain arithmetic on its origin and pixel size
@@ -578,6 +712,18 @@ def _read_same_crs(
         indexes, window=win, out_shape=(len(indexes), r1 - r0, c1 - c0), resampling=method
     )
     return out
+
+
+def _inside_cells(ds: DatasetReader, grid: _Grid) -> tuple[int, int, int, int]:
+    """(c0, c1, r0, r1): the output cells of a same-CRS grid that lie inside the raster."""
+    minx, _, _, maxy = grid.bounds
+    g = grid.gsd
+    left, bottom, right, top = ds.bounds
+    c0 = max(0, math.ceil((left - minx) / g - _EPS))
+    c1 = min(grid.width, math.floor((right - minx) / g + _EPS))
+    r0 = max(0, math.ceil((maxy - top) / g - _EPS))
+    r1 = min(grid.height, math.floor((maxy - bottom) / g + _EPS))
+    return c0, c1, r0, r1
 
 
 def _read_nearest_fine(
@@ -638,11 +784,8 @@ def _read_warped_nearest(
     t = ds.transform
     if t.b or t.d:
         raise _ChipError("read_error", f"{ds.name} has a rotated grid, which is not supported")
-    xs = grid.transform.c + (np.arange(grid.width) + 0.5) * grid.gsd
-    ys = grid.transform.f - (np.arange(grid.height) + 0.5) * grid.gsd
-    sx, sy = _transformer(grid.crs, ds.crs).transform(*np.meshgrid(xs, ys))
+    fcols, frows = _centres(ds, grid)
     with np.errstate(invalid="ignore"):
-        fcols, frows = np.floor((sx - t.c) / t.a), np.floor((sy - t.f) / t.e)
         inside = (fcols >= 0) & (fcols < ds.width) & (frows >= 0) & (frows < ds.height)
     if not inside.any():
         raise _ChipError("outside", f"chip bounds {grid.bounds} ({grid.crs}) miss {ds.name}")
@@ -658,6 +801,25 @@ def _read_warped_nearest(
             values[k][hole] = fill[k]
     out = _filled(len(indexes), grid, ds.dtypes[0], fill)
     out[:, inside] = values
+    return out
+
+
+def _centres(ds: DatasetReader, grid: _Grid) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The raster (column, row) holding each chip cell's centre, projected exactly."""
+    t = ds.transform
+    xs = grid.transform.c + (np.arange(grid.width) + 0.5) * grid.gsd
+    ys = grid.transform.f - (np.arange(grid.height) + 0.5) * grid.gsd
+    sx, sy = _transformer(grid.crs, ds.crs).transform(*np.meshgrid(xs, ys))
+    with np.errstate(invalid="ignore"):
+        return np.floor((sx - t.c) / t.a), np.floor((sy - t.f) / t.e)
+
+
+def _centres_inside(ds: DatasetReader, grid: _Grid) -> NDArray[np.bool_]:
+    fcols, frows = _centres(ds, grid)
+    with np.errstate(invalid="ignore"):
+        out: NDArray[np.bool_] = (
+            (fcols >= 0) & (fcols < ds.width) & (frows >= 0) & (frows < ds.height)
+        )
     return out
 
 
