@@ -10,14 +10,17 @@ cell is computed from a different read extent, and the two agree within one stor
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyproj
 import pytest
+import rasterio.warp
 from affine import Affine
 from describe_builders import build_scene
+from rasterio.windows import from_bounds
 
 from terracorpus.catalogs.scene import SceneRecord
 from terracorpus.catalogs.sensors import Sensor, builtin_registry
@@ -29,6 +32,7 @@ from terracorpus.pipelines.pixels import (
     _Grid,
     _unions,
     read_scene_chips,
+    scene_window,
 )
 
 GF2 = builtin_registry().get("gaofen-2-pms")
@@ -178,3 +182,23 @@ def test_union_plan_bounds_the_read() -> None:
     plans = _unions(wide)
     assert sum(len(u.members) for u in plans) == 200 and len(plans) > 1
     assert all(u.grid is not None and u.grid.width <= pixels.UNION_TILE + 6 for u in plans)
+
+
+def test_scene_window_across_crs_is_gdals(gf2: SceneRecord) -> None:
+    # scene_window projects with a cached pyproj transformer; the window is GDAL's.
+    tr = pyproj.Transformer.from_crs("EPSG:32615", "EPSG:26915", always_xy=True)
+    x0, y0 = tr.transform(*ORIGIN)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        x, y = x0 + rng.uniform(-200, 1500), y0 - rng.uniform(-200, 1500)
+        size = float(rng.choice([60.0, 120.0, 480.0]))
+        bounds = (x, y - size, x + size, y)
+        b = rasterio.warp.transform_bounds("EPSG:26915", gf2.crs, *bounds, densify_pts=21)
+        win = from_bounds(*b, transform=Affine(*gf2.grid().transform))
+        want = (
+            math.floor(win.col_off + 1e-6),
+            math.floor(win.row_off + 1e-6),
+            round(win.width),
+            round(win.height),
+        )
+        assert scene_window(gf2, bounds, "EPSG:26915") == want
