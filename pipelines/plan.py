@@ -8,8 +8,9 @@ From the search results (``scenes.parquet``) and a small sample of real work, me
   workers would (same reads, same access); wall seconds per image scale to every image;
 - **dedup**: hierarchical affinity propagation on random descriptors of the real width and a
   sample size, scaled linearly to the estimated anchor chips (its blocks are of fixed size);
-- **materialize**: a batch of the sampled images is read at full resolution; seconds per
-  image scale to every image (an upper bound: dedup keeps a share of the groups).
+- **materialize**: a batch of the sampled images is read as materialize reads them (full
+  resolution, nearest neighbour, no overviews); seconds per image scale to every image (an
+  upper bound: dedup keeps a share of the groups).
 
 Bytes are those of the read windows (pixels x bands x sample size), not the compressed
 transfer. Wall time on the cluster is the work divided over ``workers x threads``. The
@@ -37,6 +38,7 @@ from terracorpus.curation.params import project
 from terracorpus.pipelines.access import read_access
 from terracorpus.pipelines.config import RunConfig
 from terracorpus.pipelines.errors import StageError
+from terracorpus.pipelines.pixels import ChipRequest, read_scene_chips
 from terracorpus.pipelines.rundir import RunDir, read_parquet, write_json_atomic
 from terracorpus.pipelines.stages.describe import Batch, describe_batch, plan_batches
 from terracorpus.pipelines.stages.group import TileTask, group_tile_task, tile_tasks
@@ -207,8 +209,23 @@ def _read_sample(
     if not planned:
         return [], 0.0, 0
     chosen = _sample(planned, [len(b.chips) for b in planned], k)
-    _, wall, _ = _timed(lambda: [describe_batch(b) for b in chosen])
+    work = _materialize_read if full else describe_batch
+    _, wall, _ = _timed(lambda: [work(b) for b in chosen])
     return planned, wall, sum(len(b.chips) for b in chosen)
+
+
+def _materialize_read(batch: Batch) -> None:
+    """Read a batch's chips as materialize's shard reader does (its corpus grid is the
+    sensor's finest pixel size: the scene's GSD)."""
+    reqs = [ChipRequest(c.chip_id, c.bounds, c.crs, batch.read_gsd) for c in batch.chips]
+    read_scene_chips(
+        batch.scene,
+        batch.sensor,
+        reqs,
+        resampling="nearest",
+        use_overviews=False,
+        access=batch.access,
+    )
 
 
 def _window_bytes(batches: Sequence[Batch], size_m: float) -> float:
@@ -240,7 +257,9 @@ def _read_estimate(
         raise StageError("the plan found no image to read in its sample of tiles")
     work = wall / read * images
     tasks = round(images * len(planned) / max(1, sum(len(b.chips) for b in planned)))
-    how = "at full resolution; every group kept (an upper bound)" if full else "and described"
+    how = (
+        "as materialize reads them; every group kept (an upper bound)" if full else "and described"
+    )
     return StageEstimate(
         stage=stage,
         tasks=max(1, tasks),
