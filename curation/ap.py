@@ -179,14 +179,44 @@ def block_seed(seed: int, level: int, block_id: int) -> np.random.Generator:
     return np.random.default_rng([seed, level, block_id])
 
 
+class Workspace:
+    """Reusable ``n x n`` float32 matrices for the blocks of one task, by name.
+
+    A block of 300 points needs about ten 360 KB matrices (similarity, messages, scratch).
+    Allocated afresh per block they are mapped and unmapped each time: Dask's nanny starts
+    workers with ``MALLOC_TRIM_THRESHOLD_`` set, which keeps glibc from recycling them, and a
+    first-level block then spent ~1,000 page faults (~25 % of its CPU time) on that. Here
+    each name keeps one buffer, grown when a larger block comes; views share its memory, so a
+    matrix is valid only until the next ``matrix`` call with the same name.
+    """
+
+    def __init__(self) -> None:
+        self._flat: dict[str, F32] = {}
+
+    def matrix(self, name: str, n: int, m: int | None = None) -> F32:
+        """An uninitialised (n, m) float32 view (m defaults to n)."""
+        m = n if m is None else m
+        flat = self._flat.get(name)
+        if flat is None or len(flat) < n * m:
+            flat = self._flat[name] = np.empty(n * m, np.float32)
+        return flat[: n * m].reshape(n, m)
+
+
 def weighted_similarity(
-    rep: F32, centroid: F32 | None, weight: F32 | None, preference: float
+    rep: F32,
+    centroid: F32 | None,
+    weight: F32 | None,
+    preference: float,
+    out: F32 | None = None,
 ) -> F32:
-    """The (n, n) float32 similarity of a block, diagonal included (see module docstring)."""
+    """The (n, n) float32 similarity of a block, diagonal included (see module docstring).
+
+    ``out``: an (n, n) float32 array to write it into (else a new one).
+    """
     mu = rep if centroid is None else centroid
     sq_mu = np.einsum("ij,ij->i", mu, mu)
     sq_e = sq_mu if centroid is None else np.einsum("ij,ij->i", rep, rep)
-    S: F32 = mu @ rep.T  # (n, n)
+    S: F32 = np.matmul(mu, rep.T, out=out)  # (n, n)
     S *= np.float32(2.0)
     S -= sq_mu[:, None]
     S -= sq_e[None, :]
@@ -200,35 +230,65 @@ def weighted_similarity(
     return S
 
 
-def local_preference(S: F32, quantile: float) -> float:
-    """The ``quantile`` of the off-diagonal entries of a block's similarity matrix."""
+def local_preference(S: F32, quantile: float, scratch: F32 | None = None) -> float:
+    """The ``quantile`` of the off-diagonal entries of a block's similarity matrix.
+
+    ``scratch``: an (n, n) float32 array it may overwrite (else a copy is made). The diagonal
+    is set to +inf there, so the off-diagonal ranks are the first n^2 - n of the whole.
+    """
     n = len(S)
-    off = S[~np.eye(n, dtype=bool)]
-    k = round(quantile * (len(off) - 1))
-    return float(np.partition(off, k)[k])
+    work = _off_diagonal(S, scratch)
+    k = round(quantile * (n * n - n - 1))
+    flat = work.reshape(-1)
+    flat.partition(k)
+    return float(flat[k])
+
+
+def off_diagonal_min(S: F32, scratch: F32 | None = None) -> float:
+    """The smallest off-diagonal entry of S (inf for a 1 x 1 matrix)."""
+    return float(_off_diagonal(S, scratch).min())
+
+
+def _off_diagonal(S: F32, scratch: F32 | None) -> F32:
+    """A copy of S (into ``scratch`` when given) with +inf on the diagonal."""
+    if scratch is None:
+        work = S.copy()
+    else:
+        np.copyto(scratch, S)
+        work = scratch
+    work.flat[:: len(S) + 1] = np.inf
+    return work
 
 
 def affinity_propagation(
-    S: F32, *, damping: float, max_iter: int, convergence_iter: int
+    S: F32,
+    *,
+    damping: float,
+    max_iter: int,
+    convergence_iter: int,
+    work: Workspace | None = None,
 ) -> tuple[I64, int, bool]:
     """Run the AP message loop on a similarity matrix (diagonal = preferences).
 
     Returns the exemplar indices (ascending), the iterations run, and whether the exemplar
     set stayed unchanged for ``convergence_iter`` iterations with at least one exemplar.
-    ``S`` is not modified.
+    ``S`` is not modified; ``work`` holds the message matrices (its ``"R"``, ``"A"``, ``"T"``
+    and ``"S_d1"`` buffers are overwritten).
     """
     n = len(S)
-    R = np.zeros_like(S)
-    A = np.zeros_like(S)
-    T = np.empty_like(S)
-    # numpy's maximum/minimum against a scalar take a slow loop (~4x an array operand here)
-    Z = np.zeros_like(S)
+    work = work or Workspace()
+    R, A, T, S_d1 = (work.matrix(name, n) for name in ("R", "A", "T", "S_d1"))
+    R.fill(0.0)
+    A.fill(0.0)
+    # numpy's maximum/minimum against a scalar take a slow loop (~4x an array operand here);
+    # a zero row broadcast over the rows is as fast as a zero matrix and stays in L1
+    Z = np.zeros(n, dtype=S.dtype)
     # writable views of the diagonals (a strided slice: no index arrays per iteration)
     R_diag, A_diag, T_diag = (M.reshape(-1)[:: n + 1] for M in (R, A, T))
     rows = np.arange(n)
     d = np.float32(damping)
     d1 = np.float32(1.0 - damping)
-    S_d1 = S * d1  # damping folded into the new responsibilities: one pass fewer
+    np.multiply(S, d1, out=S_d1)  # damping folded into the new responsibilities: one pass fewer
     last = b""
     stable = 0
     E = np.zeros(n, dtype=bool)
@@ -247,7 +307,7 @@ def affinity_propagation(
         np.maximum(R, Z, out=T)
         T_diag[:] = R_diag
         colsum = T.sum(axis=0)
-        np.subtract(colsum[None, :], T, out=T)
+        np.subtract(colsum, T, out=T)
         a_diag = T_diag.copy()
         np.minimum(T, Z, out=T)
         T_diag[:] = a_diag
@@ -263,11 +323,12 @@ def affinity_propagation(
     return np.flatnonzero(E).astype(np.int64), max_iter, False
 
 
-def assign_and_refine(S: F32, exemplars: I64) -> tuple[I64, I64]:
+def assign_and_refine(S: F32, exemplars: I64, scratch: F32 | None = None) -> tuple[I64, I64]:
     """Assign points to exemplars, move each exemplar to its cluster's best member, reassign.
 
     The refinement is scikit-learn's: within each cluster the member with the largest summed
     similarity from the members becomes the exemplar. Returns (exemplars ascending, labels).
+    ``scratch``: an (n, n) float32 array it may overwrite (else one is allocated).
     """
     n, k = len(S), len(exemplars)
     labels = np.argmax(S[:, exemplars], axis=1)
@@ -275,7 +336,8 @@ def assign_and_refine(S: F32, exemplars: I64) -> tuple[I64, I64]:
     # sums[c, j] = sum of s(i, j) over the members i of cluster c: rows grouped by cluster
     by_cluster = np.argsort(labels, kind="stable")
     starts = np.searchsorted(labels[by_cluster], np.arange(k))
-    sums = np.add.reduceat(S[by_cluster], starts, axis=0)  # (K, n)
+    grouped = np.take(S, by_cluster, axis=0, out=scratch)
+    sums = np.add.reduceat(grouped, starts, axis=0)  # (K, n)
     within = sums[labels, np.arange(n)]  # each point's sum from its own cluster
     order = np.lexsort((-within, labels))  # by cluster, best first (ties: lowest index)
     firsts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
@@ -333,13 +395,24 @@ def _merge(block: BlockInput, heads: I64, group: I64) -> tuple[F32, F32 | None, 
     return np.ascontiguousarray(block.rep[heads]), centroid, weight
 
 
-def _add_noise(S: F32, rng: np.random.Generator) -> None:
-    """Tiny seeded noise (relative 1e-6) so ties between equal similarities are broken."""
-    scale = np.abs(S) * np.float32(1e-6) + np.float32(1e-12)
-    S += scale * (rng.random(S.shape, dtype=np.float32) - np.float32(0.5))
+def _add_noise(S: F32, rng: np.random.Generator, work: Workspace | None = None) -> None:
+    """Tiny seeded noise (relative 1e-6) so ties between equal similarities are broken.
+
+    ``work``: its ``"R"`` and ``"A"`` buffers serve as scratch (the AP loop resets them).
+    """
+    n = len(S)
+    work = work or Workspace()
+    scale, u = work.matrix("R", n), work.matrix("A", n)
+    np.abs(S, out=scale)
+    scale *= np.float32(1e-6)
+    scale += np.float32(1e-12)
+    rng.random(out=u, dtype=np.float32)
+    u -= np.float32(0.5)
+    scale *= u
+    S += scale
 
 
-def solve_block(block: BlockInput, params: APParams) -> BlockOutput:
+def solve_block(block: BlockInput, params: APParams, work: Workspace | None = None) -> BlockOutput:
     """Affinity propagation on one block, with the guards of the notes.
 
     Duplicates are collapsed first (weights carried); a block whose preference lies below its
@@ -348,12 +421,15 @@ def solve_block(block: BlockInput, params: APParams) -> BlockOutput:
     keeps the last iteration's exemplars with ``converged=False`` and a note.
     """
     n = len(block.rep)
-    out = _solve_collapsed(block, params, *_collapse(block.rep, params.collapse_radius))
+    heads, group = _collapse(block.rep, params.collapse_radius)
+    out = _solve_collapsed(block, params, heads, group, work or Workspace())
     assert len(out.labels) == n
     return out
 
 
-def _solve_collapsed(block: BlockInput, params: APParams, heads: I64, group: I64) -> BlockOutput:
+def _solve_collapsed(
+    block: BlockInput, params: APParams, heads: I64, group: I64, work: Workspace
+) -> BlockOutput:
     m = len(heads)
     base = (block.level, block.block_id)
     if m == 1:
@@ -368,14 +444,12 @@ def _solve_collapsed(block: BlockInput, params: APParams, heads: I64, group: I64
             note=NOTE_SINGLE,
         )
     rep, centroid, weight = _merge(block, heads, group)
-    S = weighted_similarity(rep, centroid, weight, 0.0)
+    S = weighted_similarity(rep, centroid, weight, 0.0, out=work.matrix("S", m))
     p = block.preference
     if block.local_quantile is not None:
-        p = max(p, local_preference(S, block.local_quantile))
+        p = max(p, local_preference(S, block.local_quantile, work.matrix("T", m)))
     S.flat[:: m + 1] += np.float32(p)
-    off = S.copy()
-    np.fill_diagonal(off, np.inf)
-    if S.diagonal().max() < off.min():
+    if S.diagonal().max() < off_diagonal_min(S, work.matrix("T", m)):
         k = weighted_medoid(S)
         return _expand(
             base,
@@ -390,8 +464,7 @@ def _solve_collapsed(block: BlockInput, params: APParams, heads: I64, group: I64
             (),
             p,
         )
-    del off
-    _add_noise(S, block_seed(params.seed, block.level, block.block_id))
+    _add_noise(S, block_seed(params.seed, block.level, block.block_id), work)
     tried: list[float] = []
     exemplars = np.zeros(0, np.int64)
     iterations, converged, damping = 0, False, params.damping
@@ -400,14 +473,14 @@ def _solve_collapsed(block: BlockInput, params: APParams, heads: I64, group: I64
     for damping in _dampings(params):
         tried.append(damping)
         exemplars, iterations, converged = affinity_propagation(
-            S, damping=damping, max_iter=params.max_iter, convergence_iter=stable_for
+            S, damping=damping, max_iter=params.max_iter, convergence_iter=stable_for, work=work
         )
         if converged:
             break
     note = "" if converged else NOTE_NOT_CONVERGED
     if len(exemplars) == 0:
         exemplars, note = np.array([weighted_medoid(S)], np.int64), NOTE_NO_EXEMPLAR
-    exemplars, labels = assign_and_refine(S, exemplars)
+    exemplars, labels = assign_and_refine(S, exemplars, work.matrix("T", m))
     return _expand(
         base, heads, group, exemplars, labels, iterations, converged, damping, note, tuple(tried), p
     )
@@ -453,9 +526,10 @@ def solve_blocks(blocks: list[BlockInput], params: APParams) -> list[BlockOutput
     """
     with threadpool_limits(limits=1):
         out = []
+        work = Workspace()  # one set of buffers for all blocks of the task
         for b in blocks:
             t0 = time.perf_counter()
-            result = solve_block(b, params)
+            result = solve_block(b, params, work)
             out.append(replace(result, seconds=time.perf_counter() - t0))
         return out
 
@@ -474,9 +548,15 @@ def solve_for_clusters(block: BlockInput, params: APParams, target: int) -> Bloc
     """
     heads, group = _collapse(block.rep, params.collapse_radius)
     rep, centroid, weight = _merge(block, heads, group)
+    work = Workspace()
+    m = len(heads)
     start = (
-        local_preference(weighted_similarity(rep, centroid, weight, 0.0), 0.5)
-        if len(heads) > 1
+        local_preference(
+            weighted_similarity(rep, centroid, weight, 0.0, out=work.matrix("S", m)),
+            0.5,
+            work.matrix("T", m),
+        )
+        if m > 1
         else -1.0
     )
     t = math.log(max(-start, 1e-6))
@@ -486,7 +566,7 @@ def solve_for_clusters(block: BlockInput, params: APParams, target: int) -> Bloc
     best: BlockOutput | None = None
     for _ in range(SEARCH_RUNS):
         trial = replace(block, preference=-math.exp(t), local_quantile=None)
-        out = _solve_collapsed(trial, params, heads, group)
+        out = _solve_collapsed(trial, params, heads, group, work)
         if best is None or _closer(out, best, target):
             best = out
         k = len(out.exemplars)

@@ -203,27 +203,41 @@ def make_blocks(
     return blocks
 
 
-def _pca_split(idx: I64, X: F32, parts: int) -> list[I64]:
-    """Balanced recursive bisection of ``idx`` along the principal axis of its points."""
+def _pca_split(idx: I64, X: F32, parts: int, rows: F32 | None = None) -> list[I64]:
+    """Balanced recursive bisection of ``idx`` along the principal axis of its points.
+
+    ``rows``: ``X[idx]`` when the caller already has it. Below ``_CHUNK`` points each part's
+    rows are gathered once and handed down, so the recursion reads a small contiguous copy
+    instead of scattered rows of ``X``.
+    """
     if parts <= 1:
         return [idx]
+    if rows is None and len(idx) <= _CHUNK:
+        rows = X[idx]
     step = max(1, len(idx) // _AXIS_SAMPLE)
-    sample = X[idx[::step]].astype(np.float64)
-    centre = sample.mean(axis=0)
-    sample -= centre
-    _, vecs = np.linalg.eigh(sample.T @ sample)
+    sample = X[idx[::step]] if rows is None else rows[::step]
+    # float32 products with a float64 mean: the axis only has to be a good direction, and
+    # float64 copies of every part were most of the splitting time
+    centred = sample - sample.mean(axis=0, dtype=np.float64).astype(np.float32)
+    _, vecs = np.linalg.eigh((centred.T @ centred).astype(np.float64))
     axis = vecs[:, -1]
     axis *= np.sign(axis[np.argmax(np.abs(axis))])  # eigenvectors have no sign of their own
-    proj = np.concatenate(
-        [X[idx[i : i + _CHUNK]] @ axis.astype(np.float32) for i in range(0, len(idx), _CHUNK)]
-    )
+    axis32 = axis.astype(np.float32)
+    if rows is None:
+        proj = np.concatenate([X[idx[i : i + _CHUNK]] @ axis32 for i in range(0, len(idx), _CHUNK)])
+    else:
+        proj = rows @ axis32
     left = parts // 2
     n_left = round(len(idx) * left / parts)
     # a selection, not a sort: O(n) per split, and deterministic for the same input
     order = np.argpartition(proj, n_left - 1) if 0 < n_left < len(idx) else np.arange(len(idx))
-    return _pca_split(np.sort(idx[order[:n_left]]), X, left) + _pca_split(
-        np.sort(idx[order[n_left:]]), X, parts - left
-    )
+    # positions ascending keep every part's members in index order (idx is ascending)
+    in_lo = np.zeros(len(idx), dtype=bool)
+    in_lo[order[:n_left]] = True
+    lo, hi = np.flatnonzero(in_lo), np.flatnonzero(~in_lo)
+    sub_lo = None if rows is None else rows[lo]
+    sub_hi = None if rows is None else rows[hi]
+    return _pca_split(idx[lo], X, left, sub_lo) + _pca_split(idx[hi], X, parts - left, sub_hi)
 
 
 def _tasks(blocks: list[BlockInput]) -> list[list[BlockInput]]:

@@ -15,11 +15,13 @@ from terracorpus.curation.ap import (
     NOTE_SINGLE,
     APParams,
     BlockInput,
+    Workspace,
     affinity_propagation,
     assign_and_refine,
     local_preference,
     sample_preference,
     solve_block,
+    solve_blocks,
     weighted_similarity,
 )
 from terracorpus.curation.errors import ClusteringError
@@ -109,6 +111,27 @@ def test_single_point_and_identical_points_are_one_cluster() -> None:
     assert one.note == NOTE_SINGLE and list(one.exemplars) == [0]
     same = solve_block(BlockInput(1, 0, np.ones((50, 3), np.float32), -1.0), params)
     assert list(same.exemplars) == [0] and (same.labels == 0).all()
+
+
+def test_blocks_sharing_a_workspace_match_blocks_solved_alone() -> None:
+    # one task reuses its buffers across blocks of different sizes (large, small, large again,
+    # weighted, summary): every result must equal a fresh solve of that block
+    big, small = mixture(240, k=5, seed=1), mixture(70, k=3, seed=2)
+    w = np.linspace(1.0, 3.0, 240).astype(np.float32)
+    blocks = [
+        BlockInput(1, 0, big, sample_preference(big, 0.5, 0)),
+        BlockInput(1, 1, small, sample_preference(small, 0.5, 0)),
+        BlockInput(1, 2, big, -np.inf, local_quantile=0.5),
+        BlockInput(2, 3, big, sample_preference(big, 0.5, 0), centroid=big * 0.9, weight=w),
+    ]
+    params = APParams()
+    shared = solve_blocks(blocks, params)
+    assert any(o.iterations > 0 for o in shared)
+    for b, out in zip(blocks, shared, strict=True):
+        alone = solve_block(b, params, Workspace())
+        assert np.array_equal(out.exemplars, alone.exemplars)
+        assert np.array_equal(out.labels, alone.labels)
+        assert out.iterations == alone.iterations
 
 
 def test_preference_below_similarity_range_gives_the_medoid() -> None:
