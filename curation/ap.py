@@ -79,7 +79,7 @@ class APParams:
         le=1,
     )
     partition_size: int = setting(
-        300, "chips per first-level AP block (cost ~ n^2 per iteration)", ge=50
+        200, "chips per first-level AP block (cost ~ n^2 per iteration)", ge=50
     )
     partitioning: Literal["spatial", "random"] = setting(
         "spatial",
